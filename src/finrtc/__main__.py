@@ -1,0 +1,3 @@
+from finrtc.cli import main
+
+raise SystemExit(main())

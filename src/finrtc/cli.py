@@ -1,0 +1,56 @@
+"""The `finrtc` command. Each subsystem registers its own subcommands in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from finrtc import __version__
+from finrtc.errors import FinrtcError
+
+# Modules with `register(subparsers)`; order is the order of `finrtc --help`.
+SUBCOMMAND_MODULES = (
+    "finrtc.server_cli",
+    "finrtc.archive.cli",
+    "finrtc.watermark_cli",
+)
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="finrtc", description="Compliance-first WebRTC media server for financial video calls."
+    )
+    parser.add_argument("--version", action="version", version=f"finrtc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except FinrtcError as error:
+        print(f"finrtc: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def path_argument(value: str) -> Path:
+    return Path(value)
+
+
+if __name__ == "__main__":
+    logging.basicConfig()
+    raise SystemExit(main())
