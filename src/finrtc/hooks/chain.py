@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -34,6 +34,17 @@ Item = TypeVar("Item", VideoFrame, AudioChunk, EncodedPacket)
 
 # A fail-open hook that keeps failing is logged at most this often.
 FAILURE_LOG_INTERVAL_S = 10.0
+
+
+class HookProvider(Protocol):
+    """Anything that makes one hook instance per matching track (YAML hooks, room services)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def handles(self, kind: MediaKind) -> bool: ...
+
+    def create(self, track: TrackInfo, emit: EventEmitter) -> Hook: ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,7 @@ class HookChain:
     def __init__(
         self,
         track: TrackInfo,
-        factories: Sequence[HookFactory],
+        factories: Sequence[HookProvider],
         emit: EventEmitter,
         on_compromised: CompromiseCallback | None = None,
     ) -> None:
@@ -103,6 +114,10 @@ class HookChain:
     @property
     def empty(self) -> bool:
         return not (self._mutators or self._observers or self._post_encode)
+
+    @property
+    def has_post_encode_hooks(self) -> bool:
+        return bool(self._post_encode)
 
     @property
     def has_frame_hooks(self) -> bool:

@@ -1,0 +1,129 @@
+"""The shared encoders: one per published track, whatever the number of subscribers.
+
+Each returns `av.Packet`s ready for aiortc's packetizer (pts and time_base set) plus the
+metadata the archive and post-encode hooks need.
+"""
+
+from __future__ import annotations
+
+import fractions
+from collections import deque
+from typing import Any, TypeAlias
+
+import av
+from av.audio.resampler import AudioResampler
+
+# An encoded packet as PyAV hands it out (not bound to a container stream).
+AvPacket: TypeAlias = "av.Packet[Any]"
+
+VIDEO_CLOCK = 90_000
+AUDIO_RATE = 48_000
+AUDIO_FRAME_SAMPLES = 960  # 20 ms, what browsers and aiortc expect for Opus
+
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+
+
+class VideoEncoder:
+    """VP8 realtime encoder. Rebuilt when the input resolution changes."""
+
+    def __init__(self, bitrate_bps: int, cpu_used: int, threads: int) -> None:
+        self.bitrate_bps = bitrate_bps
+        self.cpu_used = cpu_used
+        self.threads = threads
+        self._codec: av.VideoCodecContext | None = None
+        self.width = 0
+        self.height = 0
+
+    def _open(self, width: int, height: int) -> av.VideoCodecContext:
+        codec = av.CodecContext.create("libvpx", "w")
+        codec.width = width
+        codec.height = height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = VIDEO_TIME_BASE
+        codec.bit_rate = self.bitrate_bps
+        # Keyframes are forced by the pipeline on a time schedule (segment length) and on demand.
+        codec.gop_size = 100_000
+        codec.qmin = 4
+        codec.qmax = 56
+        codec.thread_count = self.threads
+        codec.options = {
+            "deadline": "realtime",
+            "cpu-used": str(self.cpu_used),
+            "lag-in-frames": "0",
+            "error-resilient": "1",
+            "bufsize": str(self.bitrate_bps),
+            "minrate": str(self.bitrate_bps),
+            "maxrate": str(self.bitrate_bps),
+            "undershoot-pct": "95",
+            "overshoot-pct": "15",
+            "static-thresh": "1",
+            "noise-sensitivity": "0",
+        }
+        codec.open()
+        self.width, self.height = width, height
+        return codec
+
+    def encode(self, frame: av.VideoFrame, pts: int, keyframe: bool) -> list[AvPacket]:
+        if self._codec is None or frame.width != self.width or frame.height != self.height:
+            self._codec = self._open(frame.width, frame.height)
+            keyframe = True
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        packets = self._codec.encode(frame)
+        for packet in packets:
+            packet.time_base = VIDEO_TIME_BASE
+        return packets
+
+
+class AudioEncoder:
+    """Opus encoder: resamples anything to 48 kHz stereo s16 in 20 ms frames first."""
+
+    def __init__(self, bitrate_bps: int) -> None:
+        codec = av.CodecContext.create("libopus", "w")
+        codec.sample_rate = AUDIO_RATE
+        codec.layout = "stereo"
+        codec.format = "s16"
+        codec.bit_rate = bitrate_bps
+        codec.time_base = AUDIO_TIME_BASE
+        codec.options = {"application": "voip", "frame_duration": "20"}
+        codec.open()
+        self._codec = codec
+        self._resampler = AudioResampler(
+            format="s16", layout="stereo", rate=AUDIO_RATE, frame_size=AUDIO_FRAME_SAMPLES
+        )
+        # libopus delays its output by its look-ahead; hand each packet the pts of the frame it
+        # encodes so audio stays on the session clock.
+        self._pending_pts: deque[int] = deque(maxlen=64)
+        self._next_pts: int | None = None
+
+    def prepare(self, frame: av.AudioFrame, pts: int) -> list[av.AudioFrame]:
+        """Resample to 48 kHz stereo s16 in 20 ms frames, stamped on the session clock."""
+        if self._next_pts is None or abs(pts - self._next_pts) > AUDIO_FRAME_SAMPLES * 5:
+            # First chunk, or a jump (loss, pause): restart the running clock here.
+            self._next_pts = pts
+        frame.pts = None
+        prepared = []
+        for resampled in self._resampler.resample(frame):
+            resampled.pts = self._next_pts
+            resampled.time_base = AUDIO_TIME_BASE
+            self._next_pts += resampled.samples
+            prepared.append(resampled)
+        return prepared
+
+    def encode_prepared(self, frame: av.AudioFrame) -> list[AvPacket]:
+        self._pending_pts.append(int(frame.pts or 0))
+        packets = list(self._codec.encode(frame))
+        for packet in packets:
+            packet.pts = self._pending_pts.popleft() if self._pending_pts else packet.pts
+            packet.time_base = AUDIO_TIME_BASE
+        return packets
+
+    def encode(self, frame: av.AudioFrame, pts: int) -> list[AvPacket]:
+        packets: list[AvPacket] = []
+        for prepared in self.prepare(frame, pts):
+            packets.extend(self.encode_prepared(prepared))
+        return packets

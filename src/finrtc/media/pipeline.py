@@ -1,0 +1,399 @@
+"""The track pipeline: decode once → hook chain → encode once → fan out.
+
+One pipeline per published track. aiortc decodes in its own thread; a reader task moves decoded
+frames into a small bounded queue (video drops the oldest frame when the worker is behind, so
+latency stays bounded); a worker task runs the hook chain and the shared encoder in an executor,
+one frame at a time, then hands the same `av.Packet` to every subscriber and every packet
+listener (the archive) on the event loop.
+
+All pts leaving the pipeline are on the room's session clock (0 = session start), so audio and
+video of every participant can be aligned by the archive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import av
+import numpy as np
+from numpy.typing import NDArray
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from finrtc import metrics
+from finrtc.config import MediaConfig
+from finrtc.hooks.chain import HookChain
+from finrtc.hooks.contract import (
+    AudioChunk,
+    EncodedPacket,
+    MediaKind,
+    Severity,
+    TrackInfo,
+    VideoFrame,
+)
+from finrtc.media.encoder import AUDIO_RATE, VIDEO_CLOCK, AudioEncoder, AvPacket, VideoEncoder
+from finrtc.media.forwarder import ForwardedTrack
+
+log = logging.getLogger(__name__)
+
+# No frame for this long marks the track as stalled (an interruption the archive records).
+STALL_AFTER_S = 2.0
+# Ask the publisher for a keyframe at most this often.
+UPSTREAM_PLI_INTERVAL_S = 1.0
+
+PacketListener = Callable[[EncodedPacket], None]
+EventPublisher = Callable[[str, dict[str, object], Severity], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    packet: AvPacket
+    encoded: EncodedPacket | None
+
+
+def plane_views(frame: av.VideoFrame) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
+    """Writable numpy views (height, width) onto the frame's yuv420p planes, padding excluded."""
+    views = []
+    for plane in frame.planes:
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
+        views.append(rows[:, : plane.width])
+    return views[0], views[1], views[2]
+
+
+def copy_video_frame(frame: av.VideoFrame) -> av.VideoFrame:
+    """A private copy: decoders may keep the frames they return as references."""
+    copy = av.VideoFrame(frame.width, frame.height, "yuv420p")
+    for source, target in zip(plane_views(frame), plane_views(copy), strict=True):
+        np.copyto(target, source)
+    return copy
+
+
+class TrackPipeline:
+    def __init__(
+        self,
+        track: TrackInfo,
+        source: MediaStreamTrack,
+        chain: HookChain,
+        executor: Executor,
+        media: MediaConfig,
+        session_clock: Callable[[], float],
+        publish_event: EventPublisher,
+        *,
+        keyframe_interval_s: float,
+        frames_are_private: bool,
+        request_upstream_keyframe: Callable[[], None] | None = None,
+    ) -> None:
+        self.track = track
+        self.kind = track.kind
+        self._source = source
+        self._chain = chain
+        self._executor = executor
+        self._media = media
+        self._clock = session_clock
+        self._publish_event = publish_event
+        self._keyframe_interval_s = keyframe_interval_s
+        self._frames_are_private = frames_are_private
+        self._request_upstream = request_upstream_keyframe
+        self._queue: asyncio.Queue[av.VideoFrame | av.AudioFrame | None] = asyncio.Queue(
+            media.pipeline_queue_frames if track.kind is MediaKind.VIDEO else 50
+        )
+        self._subscribers: set[ForwardedTrack] = set()
+        self._packet_listeners: list[PacketListener] = []
+        self._end_listeners: list[Callable[[bool], None]] = []
+        if track.kind is MediaKind.VIDEO:
+            self._video_encoder: VideoEncoder | None = VideoEncoder(
+                media.video.bitrate_bps, media.video.cpu_used, threads=1
+            )
+            self._audio_encoder: AudioEncoder | None = None
+        else:
+            self._video_encoder = None
+            self._audio_encoder = AudioEncoder(media.audio.bitrate_bps)
+        self._offset_s: float | None = None
+        self._index = 0
+        self._sequence = 0
+        self._last_keyframe_media: float | None = None
+        self._keyframe_requested = False
+        self._last_forced_keyframe = 0.0
+        self._last_upstream_pli = 0.0
+        self._last_frame_at = time.monotonic()
+        self._reader: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.ended = asyncio.Event()
+        self.clean_end = True
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self.packets_out = 0
+        self._frames_in = metrics.FRAMES_IN.labels(kind=track.kind.value)
+        self._frames_dropped = metrics.FRAMES_DROPPED.labels(kind=track.kind.value)
+        self._packets_out = metrics.PACKETS_OUT.labels(kind=track.kind.value)
+        self._encode_seconds = metrics.ENCODE_SECONDS.labels(kind=track.kind.value)
+
+    # ---- wiring -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        metrics.ENCODERS.labels(kind=self.kind.value).inc()
+        metrics.PUBLISHED_TRACKS.labels(kind=self.kind.value).inc()
+        self._reader = asyncio.create_task(self._read(), name=f"read:{self.track.track_id}")
+        self._worker = asyncio.create_task(self._work(), name=f"work:{self.track.track_id}")
+
+    def add_subscriber(self, subscriber: ForwardedTrack) -> None:
+        subscriber.set_keyframe_requester(self.request_keyframe)
+        if self.ended.is_set():
+            subscriber.end()
+            return
+        self._subscribers.add(subscriber)
+        metrics.SUBSCRIBED_TRACKS.labels(kind=self.kind.value).inc()
+        if self.kind is MediaKind.VIDEO:
+            self.request_keyframe("subscriber_joined")
+
+    def remove_subscriber(self, subscriber: ForwardedTrack) -> None:
+        if subscriber in self._subscribers:
+            self._subscribers.discard(subscriber)
+            metrics.SUBSCRIBED_TRACKS.labels(kind=self.kind.value).dec()
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    def add_packet_listener(self, listener: PacketListener) -> None:
+        """Receives every EncodedPacket on the event loop (the archive)."""
+        self._packet_listeners.append(listener)
+
+    def add_end_listener(self, listener: Callable[[bool], None]) -> None:
+        """Called once with clean=True (publisher left) or False (media vanished)."""
+        self._end_listeners.append(listener)
+
+    def request_keyframe(self, source: str) -> None:
+        """From a subscriber (PLI/FIR, join, overflow): rate-limited keyframe on the shared encoder."""
+        if self.kind is not MediaKind.VIDEO:
+            return
+        now = time.monotonic()
+        if now - self._last_forced_keyframe < self._media.video.keyframe_min_interval_s:
+            metrics.KEYFRAME_REQUESTS.labels(source=source, outcome="rate_limited").inc()
+            self._keyframe_requested = True  # served at the end of the interval by the worker
+            return
+        metrics.KEYFRAME_REQUESTS.labels(source=source, outcome="forced").inc()
+        self._keyframe_requested = True
+        # Our decoder may itself be waiting for a keyframe if the publisher's stream broke.
+        if now - self._last_frame_at > 1.0:
+            self._ask_upstream()
+
+    def _ask_upstream(self) -> None:
+        now = time.monotonic()
+        if self._request_upstream is not None and now - self._last_upstream_pli >= UPSTREAM_PLI_INTERVAL_S:
+            self._last_upstream_pli = now
+            metrics.UPSTREAM_PLI.inc()
+            self._request_upstream()
+
+    # ---- tasks ----------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        stalled_since: float | None = None
+        try:
+            while True:
+                try:
+                    frame = await asyncio.wait_for(self._source.recv(), STALL_AFTER_S)
+                except TimeoutError:
+                    if stalled_since is None:
+                        stalled_since = self._clock() - STALL_AFTER_S
+                        self._publish_event(
+                            "track_stalled",
+                            {"track": self.track.track_id, "kind": self.kind.value,
+                             "participant": self.track.participant, "since_media_time": stalled_since},
+                            Severity.WARNING,
+                        )
+                        self._ask_upstream()
+                    continue
+                if not isinstance(frame, av.VideoFrame | av.AudioFrame):
+                    continue
+                self._last_frame_at = time.monotonic()
+                if stalled_since is not None:
+                    self._publish_event(
+                        "track_resumed",
+                        {"track": self.track.track_id, "kind": self.kind.value,
+                         "participant": self.track.participant,
+                         "gap_s": round(self._clock() - stalled_since, 3)},
+                        Severity.INFO,
+                    )
+                    stalled_since = None
+                self.frames_in += 1
+                self._frames_in.inc()
+                if self._queue.full():
+                    # Behind: the oldest frame is the least useful one.
+                    self._queue.get_nowait()
+                    self.frames_dropped += 1
+                    self._frames_dropped.inc()
+                self._queue.put_nowait(frame)
+        except MediaStreamError:
+            pass
+        except asyncio.CancelledError:
+            self.clean_end = False
+            raise
+        finally:
+            if not self._queue.full():
+                self._queue.put_nowait(None)
+            else:
+                self._queue.get_nowait()
+                self._queue.put_nowait(None)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                frame = await self._queue.get()
+                if frame is None:
+                    break
+                arrival = self._clock()
+                wall_clock = time.time()
+                try:
+                    if isinstance(frame, av.VideoFrame):
+                        results = await loop.run_in_executor(
+                            self._executor, self._process_video, frame, arrival, wall_clock
+                        )
+                    else:
+                        results = await loop.run_in_executor(
+                            self._executor, self._process_audio, frame, arrival, wall_clock
+                        )
+                except Exception:
+                    # A broken frame (odd format, encoder error) must not end the track.
+                    log.exception("track %s: frame processing failed", self.track.track_id)
+                    continue
+                self._fan_out(results)
+        finally:
+            await self._finish()
+
+    def _fan_out(self, results: list[_Encoded]) -> None:
+        for result in results:
+            keyframe = bool(result.packet.is_keyframe) if self.kind is MediaKind.VIDEO else True
+            for subscriber in self._subscribers:
+                subscriber.offer(result.packet, keyframe)
+            if result.encoded is not None:
+                for listener in self._packet_listeners:
+                    listener(result.encoded)
+            self.packets_out += 1
+            self._packets_out.inc()
+
+    # ---- worker-thread side ------------------------------------------------------------
+
+    def _media_time(self, pts: int | None, time_base: object, arrival: float) -> float:
+        if pts is None or time_base is None:
+            return arrival
+        seconds = float(pts * time_base)  # type: ignore[operator]
+        if self._offset_s is None:
+            self._offset_s = arrival - seconds
+        media_time = self._offset_s + seconds
+        # Clock jumps (publisher restart, pts reset) re-anchor on arrival time.
+        if abs(media_time - arrival) > 5.0:
+            self._offset_s = arrival - seconds
+            media_time = arrival
+        return max(media_time, 0.0)
+
+    def _wants_listeners(self) -> bool:
+        return bool(self._packet_listeners) or self._chain.has_post_encode_hooks
+
+    def _process_video(self, frame: av.VideoFrame, arrival: float, wall_clock: float) -> list[_Encoded]:
+        assert self._video_encoder is not None
+        media_time = self._media_time(frame.pts, frame.time_base, arrival)
+        if self._chain.has_frame_hooks:
+            if frame.format.name != "yuv420p":
+                frame = frame.reformat(format="yuv420p")
+            elif not self._frames_are_private:
+                frame = copy_video_frame(frame)
+            y, u, v = plane_views(frame)
+            self._chain.run_video(VideoFrame(y, u, v, frame.width, frame.height, media_time, wall_clock, self._index))
+        self._index += 1
+        keyframe = self._keyframe_requested and (
+            time.monotonic() - self._last_forced_keyframe >= self._media.video.keyframe_min_interval_s
+        )
+        if self._last_keyframe_media is None or media_time - self._last_keyframe_media >= self._keyframe_interval_s:
+            keyframe = True
+        if keyframe:
+            self._keyframe_requested = False
+            self._last_forced_keyframe = time.monotonic()
+            self._last_keyframe_media = media_time
+        pts = round(media_time * VIDEO_CLOCK)
+        started = time.perf_counter()
+        packets = self._video_encoder.encode(frame, pts, keyframe)
+        self._encode_seconds.observe(time.perf_counter() - started)
+        return self._wrap(packets, wall_clock, (1, VIDEO_CLOCK))
+
+    def _process_audio(self, frame: av.AudioFrame, arrival: float, wall_clock: float) -> list[_Encoded]:
+        assert self._audio_encoder is not None
+        media_time = self._media_time(frame.pts, frame.time_base, arrival)
+        pts = round(media_time * AUDIO_RATE)
+        packets: list[AvPacket] = []
+        started = time.perf_counter()
+        hook_time = 0.0
+        for prepared in self._audio_encoder.prepare(frame, pts):
+            if self._chain.has_frame_hooks:
+                hook_started = time.perf_counter()
+                samples = np.frombuffer(memoryview(prepared.planes[0]), np.int16)[: prepared.samples * 2].reshape(-1, 2)
+                chunk_time = (prepared.pts or 0) / AUDIO_RATE
+                self._chain.run_audio(AudioChunk(samples, AUDIO_RATE, chunk_time, wall_clock, self._index))
+                hook_time += time.perf_counter() - hook_started
+            self._index += 1
+            packets.extend(self._audio_encoder.encode_prepared(prepared))
+        self._encode_seconds.observe(time.perf_counter() - started - hook_time)
+        return self._wrap(packets, wall_clock, (1, AUDIO_RATE))
+
+    def _wrap(self, packets: list[AvPacket], wall_clock: float, time_base: tuple[int, int]) -> list[_Encoded]:
+        results = []
+        wants = self._wants_listeners()
+        for packet in packets:
+            encoded = None
+            if wants:
+                self._sequence += 1
+                encoded = EncodedPacket(
+                    track_id=self.track.track_id,
+                    kind=self.kind,
+                    sequence=self._sequence,
+                    data=bytes(packet),
+                    pts=int(packet.pts or 0),
+                    time_base=time_base,
+                    keyframe=bool(packet.is_keyframe) if self.kind is MediaKind.VIDEO else True,
+                    wall_clock=wall_clock,
+                    duration=int(packet.duration or 0),
+                )
+                self._chain.run_packet(encoded)
+            results.append(_Encoded(packet, encoded))
+        return results
+
+    # ---- end ------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        for subscriber in list(self._subscribers):
+            subscriber.end()
+            self.remove_subscriber(subscriber)
+        for listener in self._end_listeners:
+            try:
+                listener(self.clean_end)
+            except Exception:
+                log.exception("track %s: end listener failed", self.track.track_id)
+        metrics.ENCODERS.labels(kind=self.kind.value).dec()
+        metrics.PUBLISHED_TRACKS.labels(kind=self.kind.value).dec()
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            await loop.run_in_executor(self._executor, self._chain.close)
+
+    async def stop(self, clean: bool = True) -> None:
+        """Stop reading (publisher left or room closed) and wait until the worker has drained."""
+        if not clean:
+            self.clean_end = False
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            if clean:
+                self.clean_end = True
+        if self._worker is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        await self._finish()

@@ -1,0 +1,438 @@
+"""Rooms: who is in a call, what they publish, who watches whom.
+
+All room state is touched only from the event loop. Media work happens in the track pipelines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+
+from finrtc import metrics
+from finrtc.auth import Grant
+from finrtc.config import LoadedConfig, RoomPolicy
+from finrtc.errors import CapacityError, ConflictError, ForbiddenError, NotFoundError
+from finrtc.events import EventLog, RoomEvent
+from finrtc.hooks.chain import HookChain, HookProvider
+from finrtc.hooks.contract import HookEvent, MediaKind, Role, Severity, TrackInfo
+from finrtc.media.peer import IncomingTrack, PeerSession
+from finrtc.media.pipeline import TrackPipeline
+from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
+from finrtc.session import CallSession, ExtensionFactory, SessionExtension
+
+log = logging.getLogger(__name__)
+
+# Without a recording service, keyframes still come this often so late joiners recover quickly.
+DEFAULT_KEYFRAME_INTERVAL_S = 4.0
+# Hook events are for staff: customers do not see alerts about themselves.
+STAFF = frozenset({Role.AGENT, Role.OBSERVER})
+
+
+class Room:
+    def __init__(
+        self,
+        name: str,
+        policy: RoomPolicy,
+        manager: RoomManager,
+        *,
+        explicit: bool,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.explicit = explicit
+        self.created_at = time.time()
+        self.events = EventLog(name)
+        self.events.bind_loop(asyncio.get_running_loop())
+        self.events.add_listener(self._route_event)
+        self._manager = manager
+        self.participants: dict[str, Participant] = {}
+        self._resources: dict[str, tuple[str, str]] = {}  # resource id -> (identity, "whip"|"whep")
+        self.session: CallSession | None = None
+        self.last_session_id: str | None = None
+        self.closed = False
+        self._lock = asyncio.Lock()
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def _route_event(self, event: RoomEvent) -> None:
+        if self.session is not None:
+            self.session.on_event(event)
+        self._manager.on_room_event(event)
+
+    def _emit_hook_event(self, event: HookEvent) -> None:
+        """From a worker thread: a hook's event joins the room's ordered stream."""
+        data = {
+            "hook": event.hook,
+            "participant": event.track.participant,
+            "role": event.track.role.value,
+            "track": event.track.track_id,
+            "kind": event.track.kind.value,
+            "media_time": round(event.media_time, 3),
+            **event.data,
+        }
+        self.events.publish_threadsafe(event.type, data, severity=event.severity, audience=STAFF)
+
+    # ---- sessions ---------------------------------------------------------------------------
+
+    async def _ensure_session(self) -> CallSession:
+        if self.session is None:
+            session = CallSession(self.name)
+            self.session = session
+            self.events.publish("session_started", {"session": session.session_id})
+            session.extensions = await self._manager.create_extensions(self, session)
+        return self.session
+
+    async def _end_session(self, clean: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        self.events.publish("session_ended", {"session": session.session_id, "clean": clean,
+                                              "media_time": round(session.clock(), 3)})
+        self.session = None
+        self.last_session_id = session.session_id
+        await session.close(clean)
+
+    # ---- participants -----------------------------------------------------------------------
+
+    def _participant(self, grant: Grant) -> Participant:
+        participant = self.participants.get(grant.identity)
+        if participant is None:
+            if len(self.participants) >= self.policy.max_participants:
+                raise CapacityError(f"room {self.name!r} is full ({self.policy.max_participants} participants)")
+            participant = Participant(grant.identity, grant.role)
+            self.participants[grant.identity] = participant
+            metrics.PARTICIPANTS.labels(role=grant.role.value).inc()
+            self.events.publish("participant_joined", {"participant": grant.identity, "role": grant.role.value})
+        elif participant.role is not grant.role:
+            raise ConflictError(
+                f"{grant.identity!r} is already in room {self.name!r} as {participant.role.value}"
+            )
+        return participant
+
+    def _maybe_leave(self, participant: Participant, reason: str) -> None:
+        if participant.idle and self.participants.get(participant.identity) is participant:
+            del self.participants[participant.identity]
+            metrics.PARTICIPANTS.labels(role=participant.role.value).dec()
+            self.events.publish(
+                "participant_left",
+                {"participant": participant.identity, "role": participant.role.value, "reason": reason},
+            )
+            if not self.participants and not self.explicit and not self.closed:
+                # Rooms created by a first publish go away with their last participant.
+                self._manager.schedule_close_if_empty(self.name)
+
+    def _new_resource(self, identity: str, kind: str) -> str:
+        resource_id = secrets.token_urlsafe(18)
+        self._resources[resource_id] = (identity, kind)
+        return resource_id
+
+    async def publish(self, grant: Grant, offer_sdp: str) -> tuple[str, str]:
+        """WHIP: accept a publisher's offer. Returns (resource id, SDP answer)."""
+        async with self._lock:
+            self._check_open()
+            participant = self._participant(grant)
+            if participant.publication is not None:
+                self._maybe_leave(participant, "rejected")
+                raise ConflictError(
+                    f"{grant.identity!r} is already publishing in room {self.name!r}; DELETE that session first"
+                )
+            resource_id = self._new_resource(grant.identity, "whip")
+            peer = PeerSession(
+                self._manager.config.media,
+                lambda clean: self._schedule_end(resource_id, "connection closed" if clean else "connection lost", clean),
+            )
+            try:
+                answer, incoming = await peer.accept_publisher(offer_sdp)
+            except Exception:
+                self._resources.pop(resource_id, None)
+                await peer.close()
+                self._maybe_leave(participant, "rejected")
+                raise
+            publication = Publication(resource_id, peer)
+            participant.publication = publication
+            session = await self._ensure_session()
+            for index, item in enumerate(incoming):
+                pipeline = self._start_pipeline(participant, session, item, f"{resource_id[:8]}-{item.kind.value}{index}")
+                publication.pipelines.append(pipeline)
+            self._bind_waiting_subscribers(participant)
+            return resource_id, answer
+
+    def _start_pipeline(
+        self, participant: Participant, session: CallSession, item: IncomingTrack, track_id: str
+    ) -> TrackPipeline:
+        info = TrackInfo(self.name, session.session_id, participant.identity, participant.role, track_id, item.kind)
+        providers: list[HookProvider] = [*self._manager.hook_factories, *session.hook_providers()]
+        chain = HookChain(info, providers, self._emit_hook_event, self._hook_compromised(info))
+        pipeline = TrackPipeline(
+            info,
+            item.track,
+            chain,
+            self._manager.executor,
+            self._manager.config.media,
+            session.clock,
+            self._publish_staff_event,
+            keyframe_interval_s=session.keyframe_interval_s(DEFAULT_KEYFRAME_INTERVAL_S),
+            # aiortc decodes VP8 with libvpx, which hands out frames it no longer references.
+            frames_are_private=False,
+            request_upstream_keyframe=item.request_keyframe,
+        )
+        session.on_track(pipeline)
+        pipeline.start()
+        self.events.publish(
+            "track_published",
+            {"participant": participant.identity, "role": participant.role.value, "track": track_id,
+             "kind": item.kind.value, "codec": item.codec, "hooks": chain.hook_names},
+        )
+        return pipeline
+
+    def _publish_staff_event(self, event_type: str, data: dict[str, object], severity: Severity) -> None:
+        self.events.publish(event_type, data, severity=severity, audience=STAFF)
+
+    def _hook_compromised(self, info: TrackInfo) -> Callable[[str], None]:
+        def compromised(reason: str) -> None:
+            self.events.publish_threadsafe(
+                "recording_compromised",
+                {"participant": info.participant, "track": info.track_id, "reason": reason},
+                severity=Severity.ALERT,
+                audience=STAFF,
+            )
+
+        return compromised
+
+    async def subscribe(self, grant: Grant, offer_sdp: str, target: SubscriptionTarget) -> tuple[str, str]:
+        """WHEP: accept a viewer's offer; tracks bind to the target publisher now or when it arrives."""
+        async with self._lock:
+            self._check_open()
+            participant = self._participant(grant)
+            resource_id = self._new_resource(grant.identity, "whep")
+            peer = PeerSession(
+                self._manager.config.media,
+                lambda clean: self._schedule_end(resource_id, "connection closed" if clean else "connection lost", clean),
+            )
+            try:
+                answer, tracks = await peer.accept_subscriber(
+                    offer_sdp, self._manager.config.media.subscriber_queue_packets
+                )
+            except Exception:
+                self._resources.pop(resource_id, None)
+                await peer.close()
+                self._maybe_leave(participant, "rejected")
+                raise
+            subscription = Subscription(resource_id, peer, target, tracks)
+            participant.subscriptions[resource_id] = subscription
+            for publisher in self.participants.values():
+                if self._bind(subscription, participant.identity, publisher):
+                    break
+            return resource_id, answer
+
+    def _bind(self, subscription: Subscription, viewer: str, publisher: Participant) -> bool:
+        if subscription.bound_to is not None or publisher.publication is None:
+            return False
+        if not subscription.target.matches(publisher.identity, publisher.role, viewer):
+            return False
+        pipelines = {kind: [p for p in publisher.publication.pipelines if p.kind is kind] for kind in MediaKind}
+        used: dict[MediaKind, int] = dict.fromkeys(MediaKind, 0)
+        for track in subscription.tracks:
+            candidates = pipelines[track.media_kind]
+            if used[track.media_kind] < len(candidates):
+                candidates[used[track.media_kind]].add_subscriber(track)
+                used[track.media_kind] += 1
+        subscription.bound_to = publisher.identity
+        self.events.publish("subscription_bound", {"viewer": viewer, "publisher": publisher.identity},
+                            audience=STAFF)
+        return True
+
+    def _bind_waiting_subscribers(self, publisher: Participant) -> None:
+        for viewer in self.participants.values():
+            for subscription in viewer.subscriptions.values():
+                self._bind(subscription, viewer.identity, publisher)
+
+    # ---- ending -----------------------------------------------------------------------------
+
+    def _schedule_end(self, resource_id: str, reason: str, clean: bool) -> None:
+        if resource_id in self._resources:
+            asyncio.ensure_future(self.end_resource(resource_id, reason=reason, clean=clean))
+
+    def owner_of(self, resource_id: str, kind: str) -> str:
+        entry = self._resources.get(resource_id)
+        if entry is None or entry[1] != kind:
+            raise NotFoundError(f"no {kind.upper()} session {resource_id!r} in room {self.name!r}")
+        return entry[0]
+
+    async def end_resource(self, resource_id: str, *, reason: str, clean: bool = True) -> None:
+        entry = self._resources.pop(resource_id, None)
+        if entry is None:
+            return
+        identity, kind = entry
+        participant = self.participants.get(identity)
+        if participant is None:
+            return
+        if kind == "whip" and participant.publication is not None:
+            publication = participant.publication
+            participant.publication = None
+            await publication.peer.close()
+            for pipeline in publication.pipelines:
+                await pipeline.stop(clean=clean)
+                self.events.publish(
+                    "track_unpublished",
+                    {"participant": identity, "track": pipeline.track.track_id, "kind": pipeline.kind.value,
+                     "reason": reason, "clean": clean},
+                    severity=Severity.INFO if clean else Severity.WARNING,
+                )
+            self._unbind_from(identity)
+        elif kind == "whep":
+            subscription = participant.subscriptions.pop(resource_id, None)
+            if subscription is not None:
+                await subscription.peer.close()
+                self._detach(subscription)
+        self._maybe_leave(participant, reason)
+        if not any(p.publication is not None for p in self.participants.values()):
+            await self._end_session(clean)
+
+    def _detach(self, subscription: Subscription) -> None:
+        if subscription.bound_to is None:
+            return
+        publisher = self.participants.get(subscription.bound_to)
+        if publisher is not None and publisher.publication is not None:
+            for pipeline in publisher.publication.pipelines:
+                for track in subscription.tracks:
+                    pipeline.remove_subscriber(track)
+
+    def _unbind_from(self, publisher: str) -> None:
+        for viewer in self.participants.values():
+            for subscription in viewer.subscriptions.values():
+                if subscription.bound_to == publisher:
+                    for track in subscription.tracks:
+                        track.end()
+
+    async def remove_participant(self, identity: str, reason: str = "removed") -> None:
+        participant = self.participants.get(identity)
+        if participant is None:
+            raise NotFoundError(f"{identity!r} is not in room {self.name!r}")
+        for resource_id in [r for r, (who, _) in self._resources.items() if who == identity]:
+            await self.end_resource(resource_id, reason=reason)
+
+    async def close(self, reason: str = "closed", clean: bool = True) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for resource_id in list(self._resources):
+            await self.end_resource(resource_id, reason=reason, clean=clean)
+        await self._end_session(clean)
+        self.events.publish("room_closed", {"reason": reason})
+        self.events.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise NotFoundError(f"room {self.name!r} is closed")
+        if self._manager.draining:
+            raise CapacityError("the server is shutting down; reconnect to another instance")
+
+    @property
+    def publishing(self) -> bool:
+        return any(p.publication is not None for p in self.participants.values())
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "created": self.created_at,
+            "explicit": self.explicit,
+            "policy": self.policy.model_dump(),
+            "state": "live" if self.session is not None else "idle",
+            "session": self.session.to_json() if self.session is not None else None,
+            "last_session": self.last_session_id,
+            "participants": [p.to_json() for p in self.participants.values()],
+        }
+
+
+class RoomManager:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        hook_factories: Sequence[HookProvider],
+        executor: Executor,
+        extension_factories: Sequence[ExtensionFactory] = (),
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.hook_factories = list(hook_factories)
+        self.executor = executor
+        self.extension_factories = list(extension_factories)
+        self.rooms: dict[str, Room] = {}
+        self.draining = False
+        self._event_listeners: list[Callable[[RoomEvent], None]] = []
+
+    def add_event_listener(self, listener: Callable[[RoomEvent], None]) -> None:
+        """Server-wide consumers of every room's events (webhooks)."""
+        self._event_listeners.append(listener)
+
+    def on_room_event(self, event: RoomEvent) -> None:
+        for listener in self._event_listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("event listener failed on %s", event.type)
+
+    async def create_extensions(self, room: Room, session: CallSession) -> list[SessionExtension]:
+        extensions: list[SessionExtension] = []
+        for factory in self.extension_factories:
+            extension = await factory(room, session)
+            if extension is not None:
+                extensions.append(extension)
+        return extensions
+
+    def get(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is None:
+            raise NotFoundError(f"room {name!r} does not exist")
+        return room
+
+    def create(self, name: str, policy: RoomPolicy | None = None) -> Room:
+        if name in self.rooms:
+            raise ConflictError(f"room {name!r} already exists")
+        return self._add(name, policy or self.config.rooms.default_policy, explicit=True)
+
+    def get_for_publish(self, name: str) -> Room:
+        room = self.rooms.get(name)
+        if room is not None:
+            return room
+        if self.config.rooms.require_explicit_creation:
+            raise NotFoundError(f"room {name!r} does not exist; create it through the room API first")
+        return self._add(name, self.config.rooms.default_policy, explicit=False)
+
+    def _add(self, name: str, policy: RoomPolicy, *, explicit: bool) -> Room:
+        if self.draining:
+            raise CapacityError("the server is shutting down")
+        room = Room(name, policy, self, explicit=explicit)
+        self.rooms[name] = room
+        metrics.ROOMS.inc()
+        room.events.publish("room_started", {"policy": policy.model_dump(), "explicit": explicit})
+        return room
+
+    async def close_room(self, name: str, reason: str = "closed") -> None:
+        room = self.get(name)
+        await room.close(reason)
+        if self.rooms.get(name) is room:
+            del self.rooms[name]
+            metrics.ROOMS.dec()
+
+    def schedule_close_if_empty(self, name: str) -> None:
+        async def close_if_still_empty() -> None:
+            room = self.rooms.get(name)
+            if room is not None and not room.participants and not room.closed:
+                await self.close_room(name, "empty")
+
+        asyncio.ensure_future(close_if_still_empty())
+
+    async def shutdown(self, reason: str = "server shutting down") -> None:
+        self.draining = True
+        for name in list(self.rooms):
+            await self.close_room(name, reason)
+
+    def check_role_can_view(self, grant: Grant, room: Room) -> None:
+        if grant.role is Role.CUSTOMER and grant.room != room.name:
+            raise ForbiddenError("customers may only see their own room")

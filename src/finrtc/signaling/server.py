@@ -1,0 +1,179 @@
+"""The aiohttp application: routes, middleware, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+
+from aiohttp import WSMsgType, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from finrtc import metrics
+from finrtc.auth import authorize_room, check_name, mint_token, verify_token
+from finrtc.config import LoadedConfig
+from finrtc.errors import AuthError, BadRequestError
+from finrtc.hooks.chain import HookProvider
+from finrtc.hooks.contract import Role
+from finrtc.hooks.loader import load_hooks
+from finrtc.media.ice import pin_host_addresses
+from finrtc.room import RoomManager
+from finrtc.session import ExtensionFactory
+from finrtc.signaling import whip
+from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
+from finrtc.signaling.http_errors import error_middleware
+
+log = logging.getLogger(__name__)
+
+LAG_PROBE_INTERVAL_S = 0.1
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    readiness = request.app[READINESS]
+    if readiness.ready:
+        return web.json_response({"ready": True})
+    return web.json_response({"ready": False, "reason": readiness.reason}, status=503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest(metrics.REGISTRY)
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def room_events(request: web.Request) -> web.WebSocketResponse:
+    """A room's event stream over WebSocket; `?after=SEQ` resumes after a reconnect."""
+    room_name = check_name(request.match_info["room"], "room name")
+    loaded = request.app[CONFIG]
+    token = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not token:
+        raise AuthError("pass the access token as ?token=... or an Authorization: Bearer header")
+    grant = verify_token(token, loaded.api_secret, loaded.config.auth.token_leeway_s)
+    authorize_room(grant, room_name)
+    after_text = request.query.get("after")
+    try:
+        after = int(after_text) if after_text is not None else None
+    except ValueError:
+        raise BadRequestError("after must be an event sequence number") from None
+    room = request.app[ROOMS].get(room_name)
+    subscription, complete = room.events.subscribe(grant.role, after)
+    socket = web.WebSocketResponse(heartbeat=20)
+    await socket.prepare(request)
+    try:
+        await socket.send_json({"type": "hello", "room": room_name, "role": grant.role.value,
+                                "replay_complete": complete})
+
+        async def pump() -> None:
+            while True:
+                event = await subscription.queue.get()
+                if event is None or socket.closed:
+                    return
+                await socket.send_json(event.to_json())
+
+        pump_task = asyncio.create_task(pump())
+        try:
+            async for message in socket:
+                if message.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                    break
+        finally:
+            pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await pump_task
+    finally:
+        room.events.unsubscribe(subscription)
+        if subscription.overflowed and not socket.closed:
+            await socket.close(code=4008, message=b"too slow; reconnect with ?after=<last seq>")
+    return socket
+
+
+async def dev_token(request: web.Request) -> web.Response:
+    """Dev mode only: mint a token for the demo page."""
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        raise BadRequestError("send JSON: {\"room\": ..., \"identity\": ..., \"role\": ...}") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("the body must be a JSON object")
+    try:
+        role = Role(str(body.get("role", "")))
+    except ValueError:
+        raise BadRequestError("role must be agent, customer or observer") from None
+    room = check_name(str(body.get("room", "")), "room name")
+    identity = check_name(str(body.get("identity", "")), "identity")
+    token = mint_token(request.app[CONFIG].api_secret, room=room, identity=identity, role=role, ttl_s=4 * 3600)
+    return web.json_response({"token": token, "room": room, "identity": identity, "role": role.value})
+
+
+async def demo_page(request: web.Request) -> web.Response:
+    html = resources.files("finrtc.signaling").joinpath("static/demo.html").read_text(encoding="utf-8")
+    return web.Response(text=html, content_type="text/html")
+
+
+async def demo_script(request: web.Request) -> web.Response:
+    script = resources.files("finrtc.signaling").joinpath("static/demo.js").read_text(encoding="utf-8")
+    return web.Response(text=script, content_type="application/javascript")
+
+
+async def _measure_loop_lag(app: web.Application) -> AsyncIterator[None]:
+    async def probe() -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(LAG_PROBE_INTERVAL_S)
+            metrics.EVENT_LOOP_LAG.observe(max(0.0, time.perf_counter() - started - LAG_PROBE_INTERVAL_S))
+
+    task = asyncio.create_task(probe())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def build_app(
+    loaded: LoadedConfig,
+    *,
+    hook_factories: Sequence[HookProvider] | None = None,
+    extension_factories: Sequence[ExtensionFactory] = (),
+) -> web.Application:
+    config = loaded.config
+    if hook_factories is None:
+        hook_factories = load_hooks(config.hooks, loaded.source.parent if loaded.source else None)
+    pin_host_addresses(config.media.bind_addresses)
+    executor = ThreadPoolExecutor(config.media.worker_threads, thread_name_prefix="finrtc-media")
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes)
+    app[CONFIG] = loaded
+    readiness = Readiness()
+    app[READINESS] = readiness
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        app[ROOMS] = RoomManager(loaded, hook_factories, executor, extension_factories)
+        readiness.ready = True
+        readiness.reason = "ready"
+        yield
+        readiness.ready = False
+        readiness.reason = "shutting down"
+        await app[ROOMS].shutdown()
+        executor.shutdown(wait=True, cancel_futures=True)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.cleanup_ctx.append(_measure_loop_lag)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/v1/rooms/{room}/events", room_events)
+    whip.add_routes(app)
+    if config.server.demo_page:
+        app.router.add_get("/", demo_page)
+        app.router.add_get("/demo.js", demo_script)
+    if config.server.dev_token_endpoint:
+        app.router.add_post("/dev/token", dev_token)
+    return app
