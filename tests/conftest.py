@@ -38,7 +38,9 @@ class RunningServer:
 
 async def start_server(loaded: LoadedConfig, **kwargs: Any) -> RunningServer:
     prepare_data_dir(loaded)
-    app = build_app(loaded, extension_factories=kwargs.pop("extension_factories", extension_factories(loaded)), **kwargs)
+    app = build_app(
+        loaded, extension_factories=kwargs.pop("extension_factories", extension_factories(loaded)), **kwargs
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -181,7 +181,11 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
         if item["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against configs/reference.yaml)"
         got = item.get("input")
-        detail = f" (got {got!r})" if item["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict) else ""
+        detail = (
+            f" (got {got!r})"
+            if item["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict)
+            else ""
+        )
         lines.append(f"  {path or '<root>'}: {message}{detail}")
     return "\n".join(lines)
 

@@ -23,6 +23,7 @@ from finrtc.media.peer import IncomingTrack, PeerSession
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
+from finrtc.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,10 @@ class Room:
         session = self.session
         if session is None:
             return
-        self.events.publish("session_ended", {"session": session.session_id, "clean": clean,
-                                              "media_time": round(session.clock(), 3)})
+        self.events.publish(
+            "session_ended",
+            {"session": session.session_id, "clean": clean, "media_time": round(session.clock(), 3)},
+        )
         self.session = None
         self.last_session_id = session.session_id
         await session.close(clean)
@@ -102,11 +105,15 @@ class Room:
         participant = self.participants.get(grant.identity)
         if participant is None:
             if len(self.participants) >= self.policy.max_participants:
-                raise CapacityError(f"room {self.name!r} is full ({self.policy.max_participants} participants)")
+                raise CapacityError(
+                    f"room {self.name!r} is full ({self.policy.max_participants} participants)"
+                )
             participant = Participant(grant.identity, grant.role)
             self.participants[grant.identity] = participant
             metrics.PARTICIPANTS.labels(role=grant.role.value).inc()
-            self.events.publish("participant_joined", {"participant": grant.identity, "role": grant.role.value})
+            self.events.publish(
+                "participant_joined", {"participant": grant.identity, "role": grant.role.value}
+            )
         elif participant.role is not grant.role:
             raise ConflictError(
                 f"{grant.identity!r} is already in room {self.name!r} as {participant.role.value}"
@@ -138,12 +145,15 @@ class Room:
             if participant.publication is not None:
                 self._maybe_leave(participant, "rejected")
                 raise ConflictError(
-                    f"{grant.identity!r} is already publishing in room {self.name!r}; DELETE that session first"
+                    f"{grant.identity!r} is already publishing in room {self.name!r}; "
+                    "DELETE that session first"
                 )
             resource_id = self._new_resource(grant.identity, "whip")
             peer = PeerSession(
                 self._manager.config.media,
-                lambda clean: self._schedule_end(resource_id, "connection closed" if clean else "connection lost", clean),
+                lambda clean: self._schedule_end(
+                    resource_id, "connection closed" if clean else "connection lost", clean
+                ),
             )
             try:
                 answer, incoming = await peer.accept_publisher(offer_sdp)
@@ -156,7 +166,9 @@ class Room:
             participant.publication = publication
             session = await self._ensure_session()
             for index, item in enumerate(incoming):
-                pipeline = self._start_pipeline(participant, session, item, f"{resource_id[:8]}-{item.kind.value}{index}")
+                pipeline = self._start_pipeline(
+                    participant, session, item, f"{resource_id[:8]}-{item.kind.value}{index}"
+                )
                 publication.pipelines.append(pipeline)
             self._bind_waiting_subscribers(participant)
             return resource_id, answer
@@ -164,7 +176,9 @@ class Room:
     def _start_pipeline(
         self, participant: Participant, session: CallSession, item: IncomingTrack, track_id: str
     ) -> TrackPipeline:
-        info = TrackInfo(self.name, session.session_id, participant.identity, participant.role, track_id, item.kind)
+        info = TrackInfo(
+            self.name, session.session_id, participant.identity, participant.role, track_id, item.kind
+        )
         providers: list[HookProvider] = [*self._manager.hook_factories, *session.hook_providers()]
         chain = HookChain(info, providers, self._emit_hook_event, self._hook_compromised(info))
         pipeline = TrackPipeline(
@@ -176,16 +190,23 @@ class Room:
             session.clock,
             self._publish_staff_event,
             keyframe_interval_s=session.keyframe_interval_s(DEFAULT_KEYFRAME_INTERVAL_S),
-            # aiortc decodes VP8 with libvpx, which hands out frames it no longer references.
-            frames_are_private=False,
+            # aiortc decodes VP8 with libvpx, which hands out frames it no longer references
+            # (tests/media/test_decoder_frames.py); other decoders keep references: copy those.
+            frames_are_private=item.codec.lower() == "video/vp8",
             request_upstream_keyframe=item.request_keyframe,
         )
         session.on_track(pipeline)
         pipeline.start()
         self.events.publish(
             "track_published",
-            {"participant": participant.identity, "role": participant.role.value, "track": track_id,
-             "kind": item.kind.value, "codec": item.codec, "hooks": chain.hook_names},
+            {
+                "participant": participant.identity,
+                "role": participant.role.value,
+                "track": track_id,
+                "kind": item.kind.value,
+                "codec": item.codec,
+                "hooks": chain.hook_names,
+            },
         )
         return pipeline
 
@@ -211,7 +232,9 @@ class Room:
             resource_id = self._new_resource(grant.identity, "whep")
             peer = PeerSession(
                 self._manager.config.media,
-                lambda clean: self._schedule_end(resource_id, "connection closed" if clean else "connection lost", clean),
+                lambda clean: self._schedule_end(
+                    resource_id, "connection closed" if clean else "connection lost", clean
+                ),
             )
             try:
                 answer, tracks = await peer.accept_subscriber(
@@ -234,7 +257,9 @@ class Room:
             return False
         if not subscription.target.matches(publisher.identity, publisher.role, viewer):
             return False
-        pipelines = {kind: [p for p in publisher.publication.pipelines if p.kind is kind] for kind in MediaKind}
+        pipelines = {
+            kind: [p for p in publisher.publication.pipelines if p.kind is kind] for kind in MediaKind
+        }
         used: dict[MediaKind, int] = dict.fromkeys(MediaKind, 0)
         for track in subscription.tracks:
             candidates = pipelines[track.media_kind]
@@ -242,8 +267,9 @@ class Room:
                 candidates[used[track.media_kind]].add_subscriber(track)
                 used[track.media_kind] += 1
         subscription.bound_to = publisher.identity
-        self.events.publish("subscription_bound", {"viewer": viewer, "publisher": publisher.identity},
-                            audience=STAFF)
+        self.events.publish(
+            "subscription_bound", {"viewer": viewer, "publisher": publisher.identity}, audience=STAFF
+        )
         return True
 
     def _bind_waiting_subscribers(self, publisher: Participant) -> None:
@@ -255,7 +281,7 @@ class Room:
 
     def _schedule_end(self, resource_id: str, reason: str, clean: bool) -> None:
         if resource_id in self._resources:
-            asyncio.ensure_future(self.end_resource(resource_id, reason=reason, clean=clean))
+            spawn(self.end_resource(resource_id, reason=reason, clean=clean), name=f"end:{resource_id[:8]}")
 
     def owner_of(self, resource_id: str, kind: str) -> str:
         entry = self._resources.get(resource_id)
@@ -279,11 +305,16 @@ class Room:
                 await pipeline.stop(clean=clean)
                 self.events.publish(
                     "track_unpublished",
-                    {"participant": identity, "track": pipeline.track.track_id, "kind": pipeline.kind.value,
-                     "reason": reason, "clean": clean},
+                    {
+                        "participant": identity,
+                        "track": pipeline.track.track_id,
+                        "kind": pipeline.kind.value,
+                        "reason": reason,
+                        "clean": clean,
+                    },
                     severity=Severity.INFO if clean else Severity.WARNING,
                 )
-            self._unbind_from(identity)
+            await self._unbind_from(identity)
         elif kind == "whep":
             subscription = participant.subscriptions.pop(resource_id, None)
             if subscription is not None:
@@ -302,12 +333,12 @@ class Room:
                 for track in subscription.tracks:
                     pipeline.remove_subscriber(track)
 
-    def _unbind_from(self, publisher: str) -> None:
-        for viewer in self.participants.values():
-            for subscription in viewer.subscriptions.values():
+    async def _unbind_from(self, publisher: str) -> None:
+        for viewer in list(self.participants.values()):
+            for subscription in list(viewer.subscriptions.values()):
                 if subscription.bound_to == publisher:
                     for track in subscription.tracks:
-                        track.end()
+                        await subscription.peer.end_forwarding(track)
 
     async def remove_participant(self, identity: str, reason: str = "removed") -> None:
         participant = self.participants.get(identity)
@@ -426,7 +457,7 @@ class RoomManager:
             if room is not None and not room.participants and not room.closed:
                 await self.close_room(name, "empty")
 
-        asyncio.ensure_future(close_if_still_empty())
+        spawn(close_if_still_empty(), name=f"close-empty:{name}")
 
     async def shutdown(self, reason: str = "server shutting down") -> None:
         self.draining = True

@@ -38,7 +38,9 @@ async def serve(loaded: LoadedConfig) -> int:
         await site.start()
     except OSError as error:
         await runner.cleanup()
-        print(f"finrtc: error: cannot listen on {server.host}:{server.port}: {error.strerror}", file=sys.stderr)
+        print(
+            f"finrtc: error: cannot listen on {server.host}:{server.port}: {error.strerror}", file=sys.stderr
+        )
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

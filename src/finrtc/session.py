@@ -87,7 +87,9 @@ class CallSession:
             try:
                 extension.on_event(event)
             except Exception:
-                log.exception("session %s: %s failed to take event %s", self.session_id, extension.name, event.type)
+                log.exception(
+                    "session %s: %s failed to take event %s", self.session_id, extension.name, event.type
+                )
 
     async def close(self, clean: bool) -> None:
         if self.closed:

@@ -70,10 +70,10 @@ class AsyncSink(Generic[T]):
             finally:
                 self._queue.task_done()
 
-    async def drain(self, timeout: float) -> bool:
+    async def drain(self, limit_s: float) -> bool:
         """Wait until everything queued so far is handled; False on timeout."""
         try:
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self._queue.join(), limit_s)
             return True
         except TimeoutError:
             return False

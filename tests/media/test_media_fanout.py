@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
-import pytest
-
 from finrtc import metrics
 from finrtc.auth import mint_token
 from finrtc.hooks.builtin.bitmap_font import render_text
-from finrtc.hooks.builtin.visible_watermark import MARGIN, LINE_GAP, auto_scale
+from finrtc.hooks.builtin.visible_watermark import LINE_GAP, MARGIN, auto_scale
 from finrtc.hooks.contract import Role
 from tests.conftest import TEST_SECRET
 from tests.support import webrtc_client as client
@@ -55,14 +52,25 @@ async def test_one_publisher_four_subscribers(server, http) -> None:
     viewers = []
     for index in range(4):
         viewers.append(
-            await client.play(http, server.base, room, token(room, f"viewer{index}", Role.OBSERVER),
-                              query="?participant=alice")
+            await client.play(
+                http,
+                server.base,
+                room,
+                token(room, f"viewer{index}", Role.OBSERVER),
+                query="?participant=alice",
+            )
         )
     try:
-        await wait_for(lambda: all(
-            v.received.get("video") and v.received["video"].count >= 20
-            and v.received.get("audio") and v.received["audio"].count >= 20 for v in viewers
-        ), timeout=30)
+        await wait_for(
+            lambda: all(
+                v.received.get("video")
+                and v.received["video"].count >= 20
+                and v.received.get("audio")
+                and v.received["audio"].count >= 20
+                for v in viewers
+            ),
+            timeout=30,
+        )
         # One shared encoder per published track, whatever the number of subscribers.
         assert gauge("finrtc_encoders", kind="video") - encoders_before == 1
         assert gauge("finrtc_encoders", kind="audio") >= 1

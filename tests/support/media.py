@@ -19,7 +19,9 @@ class PatternVideoTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, width: int = 640, height: int = 480, fps: int = 30, luma: np.ndarray | None = None) -> None:
+    def __init__(
+        self, width: int = 640, height: int = 480, fps: int = 30, luma: np.ndarray | None = None
+    ) -> None:
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
         self._start: float | None = None

@@ -61,7 +61,11 @@ async def publish(
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     for track in tracks:
         pc.addTransceiver(track, direction="sendonly")
-    location = await _post_offer(http, f"{base}/whip/{room}", token, pc)
+    try:
+        location = await _post_offer(http, f"{base}/whip/{room}", token, pc)
+    except BaseException:
+        await pc.close()
+        raise
     return Session(pc, location, token)
 
 
@@ -103,12 +107,18 @@ async def play(
 
     for kind in kinds:
         pc.addTransceiver(kind, direction="recvonly")
-    session.location = await _post_offer(http, f"{base}/whep/{room}{query}", token, pc)
+    try:
+        session.location = await _post_offer(http, f"{base}/whep/{room}{query}", token, pc)
+    except BaseException:
+        await pc.close()
+        raise
     return session
 
 
 async def delete(http: aiohttp.ClientSession, base: str, session: Session) -> int:
-    async with http.delete(base + session.location, headers={"Authorization": f"Bearer {session.token}"}) as r:
+    async with http.delete(
+        base + session.location, headers={"Authorization": f"Bearer {session.token}"}
+    ) as r:
         return r.status
 
 

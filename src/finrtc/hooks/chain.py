@@ -186,7 +186,10 @@ class HookChain:
             slot.last_failure_log = now
             log.warning(
                 "hook %s failed (%d times so far) on %s, media continues: %s",
-                slot.name, slot.failures, self.track.track_id, description,
+                slot.name,
+                slot.failures,
+                self.track.track_id,
+                description,
             )
             self._emit_failure(slot, description, media_time, Severity.WARNING)
 

@@ -93,8 +93,14 @@ class VideoFrame:
             view.flags.writeable = False
             views.append(view)
         return VideoFrame(
-            views[0], views[1], views[2], self.width, self.height,
-            self.media_time, self.wall_clock, self.index,
+            views[0],
+            views[1],
+            views[2],
+            self.width,
+            self.height,
+            self.media_time,
+            self.wall_clock,
+            self.index,
         )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiortc import (
+    RTCIceCandidate,
     RTCPeerConnection,
     RTCRtpCodecCapability,
     RTCRtpReceiver,
@@ -16,12 +17,14 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
 
 from finrtc.config import MediaConfig
 from finrtc.errors import BadRequestError
 from finrtc.hooks.contract import MediaKind
 from finrtc.media.forwarder import ForwardedTrack
 from finrtc.media.ice import announce_addresses, rtc_configuration
+from finrtc.tasks import spawn
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,9 @@ def _check_offer(sdp: str) -> None:
     if media_sections == 0:
         raise BadRequestError("the SDP offer has no media section")
     if media_sections > MAX_MEDIA_SECTIONS:
-        raise BadRequestError(f"the SDP offer has {media_sections} media sections; at most {MAX_MEDIA_SECTIONS}")
+        raise BadRequestError(
+            f"the SDP offer has {media_sections} media sections; at most {MAX_MEDIA_SECTIONS}"
+        )
 
 
 def _upstream_pli(receiver: RTCRtpReceiver) -> Callable[[], None]:
@@ -51,7 +56,7 @@ def _upstream_pli(receiver: RTCRtpReceiver) -> Callable[[], None]:
         # aiortc has no public API for a PLI; the receiver knows the publisher's SSRCs.
         ssrcs = list(getattr(receiver, "_RTCRtpReceiver__active_ssrc", {}).keys())
         for ssrc in ssrcs:
-            asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
+            spawn(receiver._send_rtcp_pli(ssrc), name="upstream-pli")
 
     return request
 
@@ -84,6 +89,7 @@ class PeerSession:
         self._on_closed = on_closed
         self._closed = False
         self._incoming: list[IncomingTrack] = []
+        self._senders: dict[ForwardedTrack, RTCRtpSender] = {}
         self.connected = asyncio.Event()
         self._connect_timer: asyncio.TimerHandle | None = None
 
@@ -127,7 +133,7 @@ class PeerSession:
         except Exception as error:
             raise BadRequestError(f"cannot negotiate media with this offer: {error}") from None
         self._connect_timer = asyncio.get_running_loop().call_later(
-            self._media.connect_timeout_s, lambda: asyncio.ensure_future(self._connect_timeout())
+            self._media.connect_timeout_s, lambda: spawn(self._connect_timeout(), name="connect-timeout")
         )
         sdp = self._pc.localDescription.sdp
         return announce_addresses(sdp, self._media.bind_addresses, self._media.announced_addresses)
@@ -148,9 +154,7 @@ class PeerSession:
         answer = await self._answer()
         return answer, list(self._incoming)
 
-    async def accept_subscriber(
-        self, offer_sdp: str, max_packets: int
-    ) -> tuple[str, list[ForwardedTrack]]:
+    async def accept_subscriber(self, offer_sdp: str, max_packets: int) -> tuple[str, list[ForwardedTrack]]:
         """Answer a viewer's offer with one forwarded track per audio/video section it receives."""
         await self._set_offer(offer_sdp)
         forwarded: list[ForwardedTrack] = []
@@ -161,14 +165,55 @@ class PeerSession:
             track = ForwardedTrack(kind, max_packets)
             sender = self._pc.addTrack(track)
             transceiver.direction = "sendonly"
-            preferences = _video_codec_preferences() if kind is MediaKind.VIDEO else _audio_codec_preferences()
+            preferences = (
+                _video_codec_preferences() if kind is MediaKind.VIDEO else _audio_codec_preferences()
+            )
             transceiver.setCodecPreferences(preferences)
             _route_keyframe_requests(sender, track)
+            self._senders[track] = sender
             forwarded.append(track)
         if not forwarded:
             raise BadRequestError("the offer receives no audio or video (use recvonly transceivers)")
         answer = await self._answer()
         return answer, forwarded
+
+    async def end_forwarding(self, track: ForwardedTrack) -> None:
+        """The publisher behind `track` left: end it and send RTCP BYE so the viewer's track ends."""
+        track.end()
+        sender = self._senders.pop(track, None)
+        if sender is not None:
+            with contextlib.suppress(Exception):
+                await sender.stop()
+
+    async def add_remote_candidates(
+        self, candidates: Sequence[tuple[str | None, int, str]], end_of_candidates: bool
+    ) -> int:
+        """Trickle ICE (WHIP/WHEP PATCH, RFC 8840): hand the client's late candidates to ICE.
+
+        `candidates` are (mid, m-line index, attribute value after "candidate:"). With BUNDLE
+        aiortc applies a candidate to the transport of the section it names. Returns how many
+        candidates ICE accepted; raises BadRequestError for a malformed candidate before any
+        of the batch is applied.
+        """
+        parsed: list[RTCIceCandidate] = []
+        for mid, index, text in candidates:
+            try:
+                candidate = candidate_from_sdp(text)
+            except (AssertionError, ValueError, IndexError):
+                raise BadRequestError(
+                    f"malformed ICE candidate {text!r}: expected 'foundation component transport "
+                    "priority address port typ type ...' (RFC 8839)"
+                ) from None
+            candidate.sdpMid = mid
+            candidate.sdpMLineIndex = index
+            parsed.append(candidate)
+        if self._closed:
+            return 0
+        for candidate in parsed:
+            await self._pc.addIceCandidate(candidate)
+        if end_of_candidates:
+            await self._pc.addIceCandidate(None)
+        return len(parsed)
 
     async def close(self, clean: bool = True) -> None:
         if self._closed:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from numpy.typing import NDArray
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from numpy.typing import NDArray
 
 from finrtc import metrics
 from finrtc.config import MediaConfig
@@ -203,8 +203,12 @@ class TrackPipeline:
                         stalled_since = self._clock() - STALL_AFTER_S
                         self._publish_event(
                             "track_stalled",
-                            {"track": self.track.track_id, "kind": self.kind.value,
-                             "participant": self.track.participant, "since_media_time": stalled_since},
+                            {
+                                "track": self.track.track_id,
+                                "kind": self.kind.value,
+                                "participant": self.track.participant,
+                                "since_media_time": stalled_since,
+                            },
                             Severity.WARNING,
                         )
                         self._ask_upstream()
@@ -215,9 +219,12 @@ class TrackPipeline:
                 if stalled_since is not None:
                     self._publish_event(
                         "track_resumed",
-                        {"track": self.track.track_id, "kind": self.kind.value,
-                         "participant": self.track.participant,
-                         "gap_s": round(self._clock() - stalled_since, 3)},
+                        {
+                            "track": self.track.track_id,
+                            "kind": self.kind.value,
+                            "participant": self.track.participant,
+                            "gap_s": round(self._clock() - stalled_since, 3),
+                        },
                         Severity.INFO,
                     )
                     stalled_since = None
@@ -305,12 +312,17 @@ class TrackPipeline:
             elif not self._frames_are_private:
                 frame = copy_video_frame(frame)
             y, u, v = plane_views(frame)
-            self._chain.run_video(VideoFrame(y, u, v, frame.width, frame.height, media_time, wall_clock, self._index))
+            self._chain.run_video(
+                VideoFrame(y, u, v, frame.width, frame.height, media_time, wall_clock, self._index)
+            )
         self._index += 1
         keyframe = self._keyframe_requested and (
             time.monotonic() - self._last_forced_keyframe >= self._media.video.keyframe_min_interval_s
         )
-        if self._last_keyframe_media is None or media_time - self._last_keyframe_media >= self._keyframe_interval_s:
+        if (
+            self._last_keyframe_media is None
+            or media_time - self._last_keyframe_media >= self._keyframe_interval_s
+        ):
             keyframe = True
         if keyframe:
             self._keyframe_requested = False
@@ -332,7 +344,9 @@ class TrackPipeline:
         for prepared in self._audio_encoder.prepare(frame, pts):
             if self._chain.has_frame_hooks:
                 hook_started = time.perf_counter()
-                samples = np.frombuffer(memoryview(prepared.planes[0]), np.int16)[: prepared.samples * 2].reshape(-1, 2)
+                samples = np.frombuffer(memoryview(prepared.planes[0]), np.int16)[
+                    : prepared.samples * 2
+                ].reshape(-1, 2)
                 chunk_time = (prepared.pts or 0) / AUDIO_RATE
                 self._chain.run_audio(AudioChunk(samples, AUDIO_RATE, chunk_time, wall_clock, self._index))
                 hook_time += time.perf_counter() - hook_started

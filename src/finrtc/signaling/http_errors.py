@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from finrtc import metrics
-from finrtc.signaling.context import CONFIG
 from finrtc.errors import (
     AuthError,
     BadRequestError,
@@ -20,6 +19,7 @@ from finrtc.errors import (
     ForbiddenError,
     NotFoundError,
 )
+from finrtc.signaling.context import CONFIG
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         message = error.text or error.reason
         if error.status == 413:
-            message = f"the request body is larger than the server accepts ({request.app[CONFIG].config.server.max_body_bytes} bytes)"
+            limit = request.app[CONFIG].config.server.max_body_bytes
+            message = f"the request body is larger than the server accepts ({limit} bytes)"
         allow = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
         response = json_error(error.status, error.reason.lower().replace(" ", "_"), str(message), allow)
     except Exception:

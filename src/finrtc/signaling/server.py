@@ -24,7 +24,7 @@ from finrtc.hooks.loader import load_hooks
 from finrtc.media.ice import pin_host_addresses
 from finrtc.room import RoomManager
 from finrtc.session import ExtensionFactory
-from finrtc.signaling import whip
+from finrtc.signaling import room_api, whip
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
 from finrtc.signaling.http_errors import error_middleware
 
@@ -55,7 +55,9 @@ async def room_events(request: web.Request) -> web.WebSocketResponse:
     """A room's event stream over WebSocket; `?after=SEQ` resumes after a reconnect."""
     room_name = check_name(request.match_info["room"], "room name")
     loaded = request.app[CONFIG]
-    token = request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    token = (
+        request.query.get("token") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    )
     if not token:
         raise AuthError("pass the access token as ?token=... or an Authorization: Bearer header")
     grant = verify_token(token, loaded.api_secret, loaded.config.auth.token_leeway_s)
@@ -70,8 +72,9 @@ async def room_events(request: web.Request) -> web.WebSocketResponse:
     socket = web.WebSocketResponse(heartbeat=20)
     await socket.prepare(request)
     try:
-        await socket.send_json({"type": "hello", "room": room_name, "role": grant.role.value,
-                                "replay_complete": complete})
+        await socket.send_json(
+            {"type": "hello", "room": room_name, "role": grant.role.value, "replay_complete": complete}
+        )
 
         async def pump() -> None:
             while True:
@@ -101,7 +104,7 @@ async def dev_token(request: web.Request) -> web.Response:
     try:
         body = await request.json()
     except json.JSONDecodeError:
-        raise BadRequestError("send JSON: {\"room\": ..., \"identity\": ..., \"role\": ...}") from None
+        raise BadRequestError('send JSON: {"room": ..., "identity": ..., "role": ...}') from None
     if not isinstance(body, dict):
         raise BadRequestError("the body must be a JSON object")
     try:
@@ -110,7 +113,9 @@ async def dev_token(request: web.Request) -> web.Response:
         raise BadRequestError("role must be agent, customer or observer") from None
     room = check_name(str(body.get("room", "")), "room name")
     identity = check_name(str(body.get("identity", "")), "identity")
-    token = mint_token(request.app[CONFIG].api_secret, room=room, identity=identity, role=role, ttl_s=4 * 3600)
+    token = mint_token(
+        request.app[CONFIG].api_secret, room=room, identity=identity, role=role, ttl_s=4 * 3600
+    )
     return web.json_response({"token": token, "room": room, "identity": identity, "role": role.value})
 
 
@@ -171,6 +176,7 @@ def build_app(
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/rooms/{room}/events", room_events)
     whip.add_routes(app)
+    room_api.add_routes(app)
     if config.server.demo_page:
         app.router.add_get("/", demo_page)
         app.router.add_get("/demo.js", demo_script)

@@ -35,7 +35,9 @@ class VisibleWatermarkOptions(BaseModel):
     show_role: bool = True
 
 
-def watermark_lines(room: str, participant: str, role: str, wall_clock: float, show_role: bool) -> tuple[str, str]:
+def watermark_lines(
+    room: str, participant: str, role: str, wall_clock: float, show_role: bool
+) -> tuple[str, str]:
     seconds = int(wall_clock)
     millis = int((wall_clock - seconds) * 1000)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
@@ -43,7 +45,9 @@ def watermark_lines(room: str, participant: str, role: str, wall_clock: float, s
     return stamp, f"{room} | {who}"
 
 
-def layout(width: int, height: int, lines: tuple[str, ...], scale: int, position: str) -> tuple[int, int, int, int]:
+def layout(
+    width: int, height: int, lines: tuple[str, ...], scale: int, position: str
+) -> tuple[int, int, int, int]:
     """Box (top, left, box_height, box_width) for `lines`, clipped to the frame."""
     line_sizes = [text_size(line, scale) for line in lines]
     box_w = min(width, max(w for w, _ in line_sizes) + 2 * MARGIN)

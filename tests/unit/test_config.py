@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from finrtc.config import API_SECRET_ENV, load_config, parse_config
+from finrtc.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "finrtc.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_loopback_and_no_ice_servers() -> None:
+    config = parse_config({})
+    assert config.server.host == "127.0.0.1"
+    assert config.server.port == 8080
+    assert config.media.bind_addresses == ["127.0.0.1"]
+    assert config.media.ice_servers == []
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("server: {port: '80'}", "server.port: Input should be a valid integer"),
+        ("server: {prot: 80}", "server.prot: unknown key"),
+        ("media: {ice_servers: [{urls: ['http://x']}]}", "media.ice_servers[0].urls"),
+        ("hooks: [{use: visible_watermark, optons: {}}]", "hooks[0].optons: unknown key"),
+        ("archive: {segment_seconds: 0}", "archive.segment_seconds"),
+        ("- just\n- a list", "top level must be a mapping"),
+        ("server: {port: 80", "not valid YAML at line"),
+    ],
+)
+def test_errors_name_the_key_path(tmp_path: Path, text: str, fragment: str, monkeypatch) -> None:
+    monkeypatch.setenv(API_SECRET_ENV, "s" * 40)
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert fragment in str(error.value)
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_dev_mode_generates_a_private_secret_and_keeps_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(API_SECRET_ENV, raising=False)
+    first = load_config(None, data_dir=str(tmp_path / "d"))
+    second = load_config(None, data_dir=str(tmp_path / "d"))
+    assert first.dev_mode and first.api_secret == second.api_secret
+    secret_file = tmp_path / "d" / "keys" / "api_secret"
+    assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
+    assert first.config.server.demo_page and first.config.server.dev_token_endpoint
+
+
+def test_env_overrides_the_secret_in_every_mode(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(API_SECRET_ENV, "e" * 40)
+    assert load_config(None, data_dir=str(tmp_path)).api_secret == "e" * 40
+    path = write(tmp_path, "auth: {api_secret: " + "c" * 40 + "}")
+    assert load_config(path).api_secret == "e" * 40
+
+
+def test_production_config_requires_a_strong_secret(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(API_SECRET_ENV, raising=False)
+    with pytest.raises(ConfigError, match="no API secret configured"):
+        load_config(write(tmp_path, "server: {port: 9000}"))
+    with pytest.raises(ConfigError, match="at least 32"):
+        load_config(write(tmp_path, "auth: {api_secret: short}"))
+    secret = tmp_path / "secret"
+    secret.write_text("f" * 40 + "\n")
+    loaded = load_config(write(tmp_path, f"auth: {{api_secret_file: {secret}}}"))
+    assert loaded.api_secret == "f" * 40
+    assert not loaded.dev_mode
+
+
+def test_cli_overrides(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(API_SECRET_ENV, "e" * 40)
+    loaded = load_config(None, data_dir=str(tmp_path), host="::1", port=9999)
+    assert loaded.base_url == "http://[::1]:9999"
