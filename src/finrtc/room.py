@@ -82,9 +82,13 @@ class Room:
     async def _ensure_session(self) -> CallSession:
         if self.session is None:
             session = CallSession(self.name)
+            try:
+                session.extensions = await self._manager.create_extensions(self, session)
+            except BaseException:
+                await session.close(clean=False)
+                raise
             self.session = session
             self.events.publish("session_started", {"session": session.session_id})
-            session.extensions = await self._manager.create_extensions(self, session)
         return self.session
 
     async def _end_session(self, clean: bool) -> None:
@@ -162,9 +166,15 @@ class Room:
                 await peer.close()
                 self._maybe_leave(participant, "rejected")
                 raise
+            try:
+                session = await self._ensure_session()
+            except BaseException:
+                self._resources.pop(resource_id, None)
+                await peer.close()
+                self._maybe_leave(participant, "rejected")
+                raise
             publication = Publication(resource_id, peer)
             participant.publication = publication
-            session = await self._ensure_session()
             for index, item in enumerate(incoming):
                 pipeline = self._start_pipeline(
                     participant, session, item, f"{resource_id[:8]}-{item.kind.value}{index}"

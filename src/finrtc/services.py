@@ -1,14 +1,139 @@
-"""Which session services (archive, compliance) a server runs, and the data folder they need."""
+"""The session services a server runs (archive recorder, compliance) and the keys they need.
+
+Each service plugs into a room's call session as a `SessionExtension`, so rooms and media know
+nothing about recording or scripts.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nacl.public import PublicKey
+
+from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
+from finrtc.archive.recorder import SessionRecorder, storage_from_config
+from finrtc.archive.storage import Storage
 from finrtc.config import LoadedConfig
-from finrtc.session import ExtensionFactory
+from finrtc.errors import ArchiveError, CapacityError, FinrtcError
+from finrtc.events import RoomEvent
+from finrtc.hooks.chain import HookProvider
+from finrtc.media.pipeline import TrackPipeline
+from finrtc.session import CallSession, ExtensionFactory, SessionExtension
+
+if TYPE_CHECKING:
+    from finrtc.room import Room
+
+log = logging.getLogger(__name__)
+
+# Room events that say nothing the media chain does not already prove are not sealed.
+UNSEALED_EVENTS = frozenset({"subscription_bound"})
 
 
 def prepare_data_dir(loaded: LoadedConfig) -> None:
+    """Create the data folder and, in dev mode, the archive keys on first start."""
     loaded.data_dir.mkdir(parents=True, exist_ok=True)
+    if loaded.dev_mode and loaded.config.archive.enabled:
+        ensure_dev_keys(loaded.data_dir / "keys")
+
+
+@dataclass(frozen=True)
+class ArchiveKeys:
+    signer: Signer
+    recipients: list[PublicKey]
+
+
+def load_archive_keys(loaded: LoadedConfig) -> ArchiveKeys:
+    archive = loaded.config.archive
+    signer = Signer.from_file(loaded.resolve(archive.signer_key_file))
+    recipients = [load_archive_public_key(loaded.resolve(path)) for path in archive.archive_public_key_files]
+    if not recipients:
+        raise ArchiveError(
+            "archive.archive_public_key_files is empty: the session keys could never be recovered"
+        )
+    return ArchiveKeys(signer, recipients)
+
+
+class ArchiveExtension:
+    """Records one call session: every encoded packet and every room event, sealed."""
+
+    name = "archive"
+
+    def __init__(self, recorder: SessionRecorder, session: CallSession) -> None:
+        self.recorder = recorder
+        self._session = session
+        self._pipelines: dict[str, TrackPipeline] = {}
+        recorder.on_keyframe_needed = self._keyframe_needed
+
+    def _keyframe_needed(self, track_id: str) -> None:
+        pipeline = self._pipelines.get(track_id)
+        if pipeline is not None:
+            pipeline.request_keyframe("segment_boundary")
+
+    def hook_providers(self) -> Sequence[HookProvider]:
+        return ()
+
+    def keyframe_interval_s(self) -> float | None:
+        return self.recorder.segment_seconds
+
+    def on_track(self, pipeline: TrackPipeline) -> None:
+        track = pipeline.track
+        self._pipelines[track.track_id] = pipeline
+        self.recorder.add_track(track)
+        pipeline.add_packet_listener(self.recorder.offer)
+        pipeline.add_end_listener(lambda clean: self.recorder.track_ended(track.track_id, clean))
+
+    def on_event(self, event: RoomEvent) -> None:
+        if event.type in UNSEALED_EVENTS:
+            return
+        media_time = event.data.get("media_time")
+        at = float(media_time) if isinstance(media_time, int | float) else self._session.clock()
+        data = dict(event.data)
+        data["seq"] = event.seq
+        if event.type == "recording_compromised":
+            self.recorder.mark_compromised(str(event.data.get("reason", "unknown")), at)
+            return
+        self.recorder.record_event(event.type, data, at, event.severity.value)
+
+    async def close(self, clean: bool) -> None:
+        await self.recorder.close("session ended" if clean else "session ended uncleanly")
+
+
+def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
+    keys = load_archive_keys(loaded)
+    storage: Storage = storage_from_config(loaded.config.archive, loaded.data_dir)
+
+    async def create(room: Room, session: CallSession) -> SessionExtension | None:
+        if not room.policy.recording:
+            return None
+        recorder = SessionRecorder.create(
+            loaded.config.archive,
+            loaded.data_dir,
+            room.name,
+            session.session_id,
+            room.policy.retention_class,
+            room.policy.residency,
+            keys.signer,
+            keys.recipients,
+            storage=storage,
+        )
+        try:
+            await recorder.start()
+        except (OSError, FinrtcError) as error:
+            # Recording is required for this room: a call that cannot be recorded must not start.
+            log.error("cannot start recording for room %s: %s", room.name, error)
+            raise CapacityError(
+                f"recording is required in room {room.name!r} but cannot start: {error}"
+            ) from None
+        return ArchiveExtension(recorder, session)
+
+    return create
 
 
 def extension_factories(loaded: LoadedConfig) -> list[ExtensionFactory]:
-    return []
+    factories: list[ExtensionFactory] = []
+    if loaded.config.archive.enabled:
+        factories.append(archive_factory(loaded))
+    return factories

@@ -49,14 +49,19 @@ async def test_frozen_subscriber_does_not_slow_the_others(server, http) -> None:
         await wait_for(
             lambda: healthy.received.get("video") is not None and healthy.received["video"].count > 10
         )
-        before = await fps(healthy, 2.0)
-        os.kill(process.pid, signal.SIGSTOP)
-        during = await fps(healthy, 3.0)
-        # A frozen client never blocks the server (UDP), so the healthy viewer keeps its rate.
-        assert before > 20
-        assert during >= 0.9 * before
         pipelines = server.app[ROOMS].get(room).participants["alice"].publication.pipelines
         video = next(p for p in pipelines if p.kind.value == "video")
+        os.kill(process.pid, signal.SIGSTOP)
+        await asyncio.sleep(0.5)
+        produced_before, received_before = video.packets_out, healthy.received["video"].count
+        await asyncio.sleep(4.0)
+        produced = video.packets_out - produced_before
+        received = healthy.received["video"].count - received_before
+        # A frozen client never blocks the server (UDP): the healthy viewer gets what the shared
+        # encoder produced while the other one was frozen (compared in one window, so machine load
+        # cannot fake a pass or a failure).
+        assert produced > 40
+        assert received >= 0.9 * produced
         assert video.subscriber_count == 2
         carol = server.app[ROOMS].get(room).participants["carol"]
         for subscription in carol.subscriptions.values():

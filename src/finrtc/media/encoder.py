@@ -101,9 +101,17 @@ class AudioEncoder:
         self._next_pts: int | None = None
 
     def prepare(self, frame: av.AudioFrame, pts: int) -> list[av.AudioFrame]:
-        """Resample to 48 kHz stereo s16 in 20 ms frames, stamped on the session clock."""
-        if self._next_pts is None or abs(pts - self._next_pts) > AUDIO_FRAME_SAMPLES * 5:
-            # First chunk, or a jump (loss, pause): restart the running clock here.
+        """Resample to 48 kHz stereo s16 in 20 ms frames, stamped on the session clock.
+
+        Samples are stamped contiguously (a sample counter) so Opus frames never overlap; when the
+        track clock runs ahead of the counter by more than a frame (loss, a catching-up clock), the
+        counter jumps forward to it, leaving a gap rather than letting audio drift from video.
+        """
+        if (
+            self._next_pts is None
+            or pts - self._next_pts > AUDIO_FRAME_SAMPLES
+            or (self._next_pts - pts > AUDIO_FRAME_SAMPLES * 50)
+        ):
             self._next_pts = pts
         frame.pts = None
         prepared = []

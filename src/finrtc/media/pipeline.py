@@ -36,6 +36,7 @@ from finrtc.hooks.contract import (
     TrackInfo,
     VideoFrame,
 )
+from finrtc.media.clock import TrackClock
 from finrtc.media.encoder import AUDIO_RATE, VIDEO_CLOCK, AudioEncoder, AvPacket, VideoEncoder
 from finrtc.media.forwarder import ForwardedTrack
 
@@ -48,6 +49,15 @@ UPSTREAM_PLI_INTERVAL_S = 1.0
 
 PacketListener = Callable[[EncodedPacket], None]
 EventPublisher = Callable[[str, dict[str, object], Severity], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """A decoded frame stamped when it left the decoder (queueing must not shift its time)."""
+
+    frame: av.VideoFrame | av.AudioFrame
+    session_time: float
+    wall_clock: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +109,7 @@ class TrackPipeline:
         self._keyframe_interval_s = keyframe_interval_s
         self._frames_are_private = frames_are_private
         self._request_upstream = request_upstream_keyframe
-        self._queue: asyncio.Queue[av.VideoFrame | av.AudioFrame | None] = asyncio.Queue(
+        self._queue: asyncio.Queue[_Arrival | None] = asyncio.Queue(
             media.pipeline_queue_frames if track.kind is MediaKind.VIDEO else 50
         )
         self._subscribers: set[ForwardedTrack] = set()
@@ -113,7 +123,7 @@ class TrackPipeline:
         else:
             self._video_encoder = None
             self._audio_encoder = AudioEncoder(media.audio.bitrate_bps)
-        self._offset_s: float | None = None
+        self._track_clock = TrackClock()
         self._index = 0
         self._sequence = 0
         self._last_keyframe_media: float | None = None
@@ -235,7 +245,7 @@ class TrackPipeline:
                     self._queue.get_nowait()
                     self.frames_dropped += 1
                     self._frames_dropped.inc()
-                self._queue.put_nowait(frame)
+                self._queue.put_nowait(_Arrival(frame, self._clock(), time.time()))
         except MediaStreamError:
             pass
         except asyncio.CancelledError:
@@ -251,21 +261,21 @@ class TrackPipeline:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while True:
-                frame = await self._queue.get()
-                if frame is None:
+            finished = False
+            while not finished:
+                item = await self._queue.get()
+                if item is None:
                     break
-                arrival = self._clock()
-                wall_clock = time.time()
+                # Audio chunks are small: take everything already queued in one executor hop.
+                batch = [item]
+                while self.kind is MediaKind.AUDIO and not self._queue.empty() and len(batch) < 25:
+                    queued = self._queue.get_nowait()
+                    if queued is None:
+                        finished = True
+                        break
+                    batch.append(queued)
                 try:
-                    if isinstance(frame, av.VideoFrame):
-                        results = await loop.run_in_executor(
-                            self._executor, self._process_video, frame, arrival, wall_clock
-                        )
-                    else:
-                        results = await loop.run_in_executor(
-                            self._executor, self._process_audio, frame, arrival, wall_clock
-                        )
+                    results = await loop.run_in_executor(self._executor, self._process_batch, batch)
                 except Exception:
                     # A broken frame (odd format, encoder error) must not end the track.
                     log.exception("track %s: frame processing failed", self.track.track_id)
@@ -290,18 +300,19 @@ class TrackPipeline:
     def _media_time(self, pts: int | None, time_base: object, arrival: float) -> float:
         if pts is None or time_base is None:
             return arrival
-        seconds = float(pts * time_base)  # type: ignore[operator]
-        if self._offset_s is None:
-            self._offset_s = arrival - seconds
-        media_time = self._offset_s + seconds
-        # Clock jumps (publisher restart, pts reset) re-anchor on arrival time.
-        if abs(media_time - arrival) > 5.0:
-            self._offset_s = arrival - seconds
-            media_time = arrival
-        return max(media_time, 0.0)
+        return self._track_clock.media_time(float(pts * time_base), arrival)  # type: ignore[operator]
 
     def _wants_listeners(self) -> bool:
         return bool(self._packet_listeners) or self._chain.has_post_encode_hooks
+
+    def _process_batch(self, batch: list[_Arrival]) -> list[_Encoded]:
+        results: list[_Encoded] = []
+        for item in batch:
+            if isinstance(item.frame, av.VideoFrame):
+                results.extend(self._process_video(item.frame, item.session_time, item.wall_clock))
+            else:
+                results.extend(self._process_audio(item.frame, item.session_time, item.wall_clock))
+        return results
 
     def _process_video(self, frame: av.VideoFrame, arrival: float, wall_clock: float) -> list[_Encoded]:
         assert self._video_encoder is not None

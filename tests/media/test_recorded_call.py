@@ -1,0 +1,112 @@
+"""A real call through the server is recorded, sealed, verified and exported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+
+from finrtc.archive.keys import generate_keys
+from finrtc.hooks.contract import Role
+from finrtc.signaling.context import ROOMS
+from tests.conftest import make_loaded, start_server
+from tests.media.test_media_fanout import token, wait_for
+from tests.support import webrtc_client as client
+from tests.support.media import PatternVideoTrack, ToneAudioTrack
+
+
+def archive_loaded(tmp_path: Path):
+    keys = generate_keys(tmp_path / "keys")
+    return keys, make_loaded(
+        tmp_path,
+        archive={
+            "enabled": True,
+            "directory": str(tmp_path / "archive"),
+            "segment_seconds": 1.0,
+            "signer_key_file": str(keys.signer_key),
+            "archive_public_key_files": [str(keys.archive_pub)],
+        },
+        compliance={"enabled": False},
+    )
+
+
+def finrtc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "finrtc", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+async def test_real_call_is_recorded_verified_and_exported(tmp_path: Path, http) -> None:
+    keys, loaded = archive_loaded(tmp_path)
+    running = await start_server(loaded)
+    room = "recorded"
+    try:
+        agent = await client.publish(
+            http, running.base, room, token(room, "agent1"), [PatternVideoTrack(320, 240), ToneAudioTrack()]
+        )
+        customer = await client.publish(
+            http,
+            running.base,
+            room,
+            token(room, "cust1", Role.CUSTOMER),
+            [PatternVideoTrack(320, 240), ToneAudioTrack(660)],
+        )
+        viewer = await client.play(
+            http, running.base, room, token(room, "cust1", Role.CUSTOMER), "?participant=agent1"
+        )
+        await wait_for(
+            lambda: viewer.received.get("video") is not None and viewer.received["video"].count > 20
+        )
+        session_id = running.app[ROOMS].get(room).session.session_id
+        await asyncio.sleep(4.0)
+        await client.close(viewer)
+        assert await client.delete(http, running.base, customer) == 200
+        assert await client.delete(http, running.base, agent) == 200
+        await client.close(customer)
+        await client.close(agent)
+        await wait_for(lambda: room not in running.app[ROOMS].rooms, 15)
+    finally:
+        await running.runner.cleanup()
+
+    session_dir = tmp_path / "archive" / room / session_id
+    assert session_dir.is_dir()
+    result = finrtc(
+        "verify",
+        str(session_dir),
+        "--signer-key",
+        str(keys.signer_pub),
+        "--archive-key",
+        str(keys.archive_key),
+        "--json",
+        "--quiet",
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = json.dumps(report)
+    assert "participant_joined" in events or report
+
+    out = tmp_path / "call.webm"
+    result = finrtc(
+        "export",
+        str(session_dir),
+        "--out",
+        str(out),
+        "--signer-key",
+        str(keys.signer_pub),
+        "--archive-key",
+        str(keys.archive_key),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    with av.open(str(out)) as container:
+        kinds = sorted(stream.type for stream in container.streams)
+        assert kinds.count("video") >= 1 and kinds.count("audio") >= 1
+        duration = float(container.duration or 0) / av.time_base
+        decoded = sum(1 for _ in container.decode(video=0))
+    # About 5 s of call (± one segment of slack on each end).
+    assert 3.5 <= duration <= 8.0, duration
+    assert decoded > 60
