@@ -84,6 +84,9 @@ class MediaConfig(StrictModel):
     pipeline_queue_frames: int = Field(default=4, ge=1)
     worker_threads: int = Field(default=4, ge=1, le=64)
     connect_timeout_s: float = Field(default=20.0, gt=0)
+    # A publisher whose tracks carry no media this long has vanished (no BYE): its session ends
+    # as interrupted. Muted browsers still send packets, so this only catches dead clients.
+    publisher_timeout_s: float = Field(default=15.0, gt=2.0)
 
 
 class RoomPolicy(StrictModel):

@@ -23,6 +23,7 @@ from finrtc.media.peer import IncomingTrack, PeerSession
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
+from finrtc.logging_setup import bind_log_context
 from finrtc.tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -175,16 +176,23 @@ class Room:
                 raise
             publication = Publication(resource_id, peer)
             participant.publication = publication
+            # Pipeline tasks inherit this context, so their log lines name room and publisher.
+            bind_log_context(room=self.name, participant=grant.identity, session=session.session_id)
             for index, item in enumerate(incoming):
                 pipeline = self._start_pipeline(
-                    participant, session, item, f"{resource_id[:8]}-{item.kind.value}{index}"
+                    participant, session, item, f"{resource_id[:8]}-{item.kind.value}{index}", resource_id
                 )
                 publication.pipelines.append(pipeline)
             self._bind_waiting_subscribers(participant)
             return resource_id, answer
 
     def _start_pipeline(
-        self, participant: Participant, session: CallSession, item: IncomingTrack, track_id: str
+        self,
+        participant: Participant,
+        session: CallSession,
+        item: IncomingTrack,
+        track_id: str,
+        resource_id: str,
     ) -> TrackPipeline:
         info = TrackInfo(
             self.name, session.session_id, participant.identity, participant.role, track_id, item.kind
@@ -204,6 +212,9 @@ class Room:
             # (tests/media/test_decoder_frames.py); other decoders keep references: copy those.
             frames_are_private=item.codec.lower() == "video/vp8",
             request_upstream_keyframe=item.request_keyframe,
+            on_media_lost=lambda: self._schedule_end(
+                resource_id, "media lost: the publisher vanished without ending its session", clean=False
+            ),
         )
         session.on_track(pipeline)
         pipeline.start()

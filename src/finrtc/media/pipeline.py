@@ -97,6 +97,7 @@ class TrackPipeline:
         keyframe_interval_s: float,
         frames_are_private: bool,
         request_upstream_keyframe: Callable[[], None] | None = None,
+        on_media_lost: Callable[[], None] | None = None,
     ) -> None:
         self.track = track
         self.kind = track.kind
@@ -109,6 +110,7 @@ class TrackPipeline:
         self._keyframe_interval_s = keyframe_interval_s
         self._frames_are_private = frames_are_private
         self._request_upstream = request_upstream_keyframe
+        self._on_media_lost = on_media_lost
         self._queue: asyncio.Queue[_Arrival | None] = asyncio.Queue(
             media.pipeline_queue_frames if track.kind is MediaKind.VIDEO else 50
         )
@@ -209,6 +211,11 @@ class TrackPipeline:
                 try:
                     frame = await asyncio.wait_for(self._source.recv(), STALL_AFTER_S)
                 except TimeoutError:
+                    silent_for = time.monotonic() - self._last_frame_at
+                    if silent_for >= self._media.publisher_timeout_s and self._on_media_lost is not None:
+                        self.clean_end = False
+                        self._on_media_lost()
+                        return
                     if stalled_since is None:
                         stalled_since = self._clock() - STALL_AFTER_S
                         self._publish_event(

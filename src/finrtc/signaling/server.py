@@ -24,6 +24,7 @@ from finrtc.hooks.loader import load_hooks
 from finrtc.media.ice import pin_host_addresses
 from finrtc.room import RoomManager
 from finrtc.session import ExtensionFactory
+from finrtc.webhooks.sender import WebhookDispatcher
 from finrtc.signaling import room_api, whip
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
 from finrtc.signaling.http_errors import error_middleware
@@ -153,6 +154,8 @@ def build_app(
     if hook_factories is None:
         hook_factories = load_hooks(config.hooks, loaded.source.parent if loaded.source else None)
     pin_host_addresses(config.media.bind_addresses)
+    # Built now so a bad webhook secret reference fails at start-up, naming its key.
+    webhooks = WebhookDispatcher.from_loaded(loaded)
     executor = ThreadPoolExecutor(config.media.worker_threads, thread_name_prefix="finrtc-media")
     app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes)
     app[CONFIG] = loaded
@@ -160,13 +163,18 @@ def build_app(
     app[READINESS] = readiness
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        app[ROOMS] = RoomManager(loaded, hook_factories, executor, extension_factories)
+        rooms = RoomManager(loaded, hook_factories, executor, extension_factories)
+        app[ROOMS] = rooms
+        webhooks.start()
+        rooms.add_event_listener(webhooks.on_room_event)
         readiness.ready = True
         readiness.reason = "ready"
         yield
         readiness.ready = False
         readiness.reason = "shutting down"
-        await app[ROOMS].shutdown()
+        await rooms.shutdown()
+        # Room-closed and session-ended events are worth a short wait; a dead backend is not.
+        await webhooks.close(min(config.server.drain_timeout_s, 5.0))
         executor.shutdown(wait=True, cancel_futures=True)
 
     app.cleanup_ctx.append(lifecycle)
