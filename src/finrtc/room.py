@@ -19,11 +19,11 @@ from finrtc.errors import CapacityError, ConflictError, ForbiddenError, NotFound
 from finrtc.events import EventLog, RoomEvent
 from finrtc.hooks.chain import HookChain, HookProvider
 from finrtc.hooks.contract import HookEvent, MediaKind, Role, Severity, TrackInfo
+from finrtc.logging_setup import bind_log_context
 from finrtc.media.peer import IncomingTrack, PeerSession
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
-from finrtc.logging_setup import bind_log_context
 from finrtc.tasks import spawn
 
 log = logging.getLogger(__name__)

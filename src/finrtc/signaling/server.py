@@ -24,10 +24,10 @@ from finrtc.hooks.loader import load_hooks
 from finrtc.media.ice import pin_host_addresses
 from finrtc.room import RoomManager
 from finrtc.session import ExtensionFactory
-from finrtc.webhooks.sender import WebhookDispatcher
 from finrtc.signaling import room_api, whip
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
 from finrtc.signaling.http_errors import error_middleware
+from finrtc.webhooks.sender import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
