@@ -116,7 +116,11 @@ def _bearer_grant(token: str, request: web.Request) -> Grant:
     secret = loaded.config.auth.api_keys.get(str(key_id))
     if secret is None:
         raise AuthError("the access token names an unknown API key in its kid header")
-    return verify_token(token, secret, leeway)
+    grant = verify_token(token, secret, leeway)
+    if not grant.admin:
+        # Participant tokens are signed with the API secret (WHIP/WHEP only trust that one).
+        raise AuthError("a token signed with an API key's secret must be an admin token (admin: true)")
+    return grant
 
 
 def request_grant(request: web.Request) -> Grant:
@@ -135,16 +139,22 @@ def request_grant(request: web.Request) -> Grant:
     raise AuthError("the Authorization header must be 'Basic <key:secret>' or 'Bearer <token>'")
 
 
+def check_scope(grant: Grant, room: str) -> None:
+    if grant.room is not None and grant.room != room:
+        raise ForbiddenError(f"this admin token is limited to room {grant.room!r}, not {room!r}")
+
+
 def require_admin(request: web.Request, room: str | None) -> Grant:
-    """An admin grant for `room` (None: a server-wide operation such as listing)."""
+    """An admin grant, for `room` when given. Runs before the body is read, so callers
+    without credentials learn nothing about what a valid request looks like."""
     grant = request_grant(request)
     if not grant.admin:
         raise ForbiddenError(
             f"the room API needs an API key or an admin token; {grant.identity!r} holds a "
             f"{grant.role.value} participant token"
         )
-    if room is not None and grant.room is not None and grant.room != room:
-        raise ForbiddenError(f"this admin token is limited to room {grant.room!r}, not {room!r}")
+    if room is not None:
+        check_scope(grant, room)
     return grant
 
 
@@ -174,6 +184,7 @@ def _check_policy_references(policy: RoomPolicy, config: FinrtcConfig) -> None:
 
 
 async def create_room(request: web.Request) -> web.Response:
+    grant = require_admin(request, None)
     body = await _json_body(request)
     try:
         parsed = CreateRoomBody.model_validate(body)
@@ -183,7 +194,7 @@ async def create_room(request: web.Request) -> web.Response:
         name = check_name(parsed.name, "room name")
     except BadRequestError as error:
         raise BadRequestError(f"name: {error}") from None
-    require_admin(request, name)
+    check_scope(grant, name)
     config = request.app[CONFIG].config
     # The request states only what differs from the operator's default policy.
     merged = {**config.rooms.default_policy.model_dump(), **parsed.policy}
@@ -234,6 +245,7 @@ async def _close(request: web.Request, reason: str) -> web.Response:
 
 
 async def close_room(request: web.Request) -> web.Response:
+    require_admin(request, _room_name(request))
     body = await _json_body(request, optional=True)
     try:
         parsed = CloseRoomBody.model_validate(body)
@@ -247,6 +259,7 @@ async def delete_room(request: web.Request) -> web.Response:
 
 
 async def create_token(request: web.Request) -> web.Response:
+    grant = require_admin(request, None)
     body = await _json_body(request)
     try:
         parsed = TokenBody.model_validate(body)
@@ -257,7 +270,7 @@ async def create_token(request: web.Request) -> web.Response:
             check_name(getattr(parsed, field), what)
         except BadRequestError as error:
             raise BadRequestError(f"{field}: {error}") from None
-    require_admin(request, parsed.room)
+    check_scope(grant, parsed.room)
     issued_at = int(time.time())
     token = mint_token(
         request.app[CONFIG].api_secret,
@@ -281,7 +294,8 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 async def _advertise_basic(request: web.Request, response: web.StreamResponse) -> None:
     """The error middleware announces Bearer only; the room API also takes Basic API keys."""
-    if response.status == 401 and request.path.startswith(API_PREFIX) and not request.path.endswith("/events"):
+    path = request.path
+    if response.status == 401 and path.startswith(API_PREFIX) and not path.endswith("/events"):
         response.headers["WWW-Authenticate"] = 'Basic realm="finrtc", Bearer realm="finrtc"'
 
 

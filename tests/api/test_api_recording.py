@@ -1,0 +1,97 @@
+"""Closing a room through the API seals its recording: `finrtc verify` accepts it as complete."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from finrtc.archive.keys import generate_keys
+from tests.api.conftest import API_KEY, API_KEY_SECRET, basic
+from tests.api.test_api_rooms import wait_for
+from tests.conftest import make_loaded, start_server
+from tests.support import webrtc_client as client
+from tests.support.media import PatternVideoTrack
+
+
+async def wait_live(http: aiohttp.ClientSession, base: str, room: str, media_s: float) -> Any:
+    """Poll the room API until the call's media clock passes `media_s` seconds."""
+    for _ in range(600):
+        async with http.get(f"{base}/v1/rooms/{room}", headers=basic()) as response:
+            state = await response.json()
+        if state["session"] and state["session"]["media_time"] >= media_s:
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"room {room} did not record {media_s} s of media")
+
+
+async def test_api_close_seals_a_live_recording(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    keys = generate_keys(tmp_path / "keys")
+    loaded = make_loaded(
+        tmp_path,
+        archive={
+            "enabled": True,
+            "directory": str(tmp_path / "archive"),
+            "segment_seconds": 1.0,
+            "signer_key_file": str(keys.signer_key),
+            "archive_public_key_files": [str(keys.archive_pub)],
+        },
+        compliance={"enabled": False},
+        auth={"api_keys": {API_KEY: API_KEY_SECRET}},
+    )
+    server = await start_server(loaded)
+    room = "sealed-call"
+    try:
+        async with http.post(
+            server.base + "/v1/rooms", headers=basic(), json={"name": room, "policy": {"residency": "ch"}}
+        ) as response:
+            assert response.status == 201
+        async with http.post(
+            server.base + "/v1/tokens",
+            headers=basic(),
+            json={"room": room, "identity": "agent7", "role": "agent"},
+        ) as response:
+            token = (await response.json())["token"]
+        # Video only: the A/V drift check of `finrtc verify` is not what this test is about.
+        publisher = await client.publish(http, server.base, room, token, [PatternVideoTrack()])
+        try:
+            async with http.get(f"{server.base}/v1/rooms/{room}", headers=basic()) as response:
+                state = await response.json()
+            assert "archive" in state["session"]["services"]
+            state = await wait_live(http, server.base, room, 2.5)
+            # Closed while media still flows: the API answers only once the recording is sealed.
+            async with http.post(f"{server.base}/v1/rooms/{room}/close", headers=basic()) as response:
+                assert response.status == 200
+                closed = await response.json()
+            assert closed["last_session"] == state["session"]["id"]
+            await wait_for(lambda: publisher.pc.connectionState in ("closed", "failed"), timeout=40)
+        finally:
+            await client.close(publisher)
+    finally:
+        await server.runner.cleanup()
+    session_dir = tmp_path / "archive" / room / closed["last_session"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "finrtc",
+        "verify",
+        str(session_dir),
+        "--signer-key",
+        str(keys.signer_pub),
+        "--archive-key",
+        str(keys.archive_key),
+        "--json",
+        "--quiet",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stdout.decode() + stderr.decode()
+    report = json.loads(stdout)
+    assert report["status"] == "valid" and report["final_record"] is True, report
+    assert report["segments_valid"] == report["segments_total"] >= 2, report
+    assert report["last_sealed_media_time"] >= 1.0, report
