@@ -1,10 +1,308 @@
-"""Archive subcommands (keys, verify, export, archive purge). Filled in by the archive work."""
+"""Archive subcommands: `keys generate`, `verify`, `export`, `archive purge|legal-hold`."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 from typing import Any
+
+from nacl.public import PrivateKey
+from nacl.signing import VerifyKey
+
+from finrtc.archive.keys import (
+    Signer,
+    generate_keys,
+    load_archive_private_key,
+    load_verify_key,
+)
+from finrtc.archive.retention import (
+    lift_legal_hold,
+    parse_time,
+    place_legal_hold,
+    purge,
+)
+from finrtc.archive.storage import LocalStorage, Storage
+from finrtc.archive.verify import (
+    EXIT_CANNOT_CHECK,
+    VerifyOptions,
+    is_clip_package,
+    verify_clip_package,
+    verify_session,
+)
+from finrtc.errors import ArchiveError, FinrtcError
+
+# Show progress when a session has at least this many segments (about 2 minutes of media).
+PROGRESS_MIN_SEGMENTS = 60
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    del subparsers
+    keys = subparsers.add_parser("keys", help="manage archive signer / encryption keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    keys_sub.required = True
+    generate = keys_sub.add_parser(
+        "generate", help="create signer (Ed25519) and archive (X25519) key pairs",
+        description="Writes signer.key/signer.pub and archive.key/archive.pub into --out; private "
+        "files get mode 0600; existing files are never overwritten.",
+    )
+    generate.add_argument("--out", type=Path, required=True, help="folder for the four key files")
+    generate.set_defaults(handler=_keys_generate)
+
+    verify = subparsers.add_parser(
+        "verify", help="check a sealed session offline",
+        description="Exit codes: 0 everything holds, 1 tampered or invalid, 2 interrupted (all "
+        "sealed segments valid, no final record), 3 cannot check.",
+    )
+    verify.add_argument("session_dir", type=Path,
+                        help="<archive dir>/<room>/<session-id>, or <room>/<session-id> with "
+                        "--config")
+    verify.add_argument("--config", type=Path,
+                        help="read the session in place from the storage (local or S3) of this "
+                        "server config")
+    _key_arguments(verify, archive_required=False)
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--segment", type=int, metavar="K",
+                        help="check segment K alone with its Merkle / chain proof")
+    _threshold_arguments(verify)
+    verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    verify.set_defaults(handler=_verify)
+
+    export = subparsers.add_parser(
+        "export", help="decrypt a session into one playable WebM plus a verification report",
+    )
+    export.add_argument("session_dir", type=Path,
+                        help="<archive dir>/<room>/<session-id>, or <room>/<session-id> with "
+                        "--config")
+    export.add_argument("--config", type=Path,
+                        help="read the session from the storage (local or S3) of this config")
+    export.add_argument("--out", type=Path, required=True,
+                        help="output .webm file (with --segment: a new folder for the clip "
+                        "package)")
+    export.add_argument("--segment", type=int, metavar="K",
+                        help="export segment K alone as a self-contained clip package that "
+                        "`finrtc verify` checks without any private key")
+    _key_arguments(export, archive_required=True)
+    _threshold_arguments(export)
+    export.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    export.set_defaults(handler=_export)
+
+    archive = subparsers.add_parser("archive", help="retention and legal holds")
+    archive_sub = archive.add_subparsers(dest="archive_command", metavar="ACTION")
+    archive_sub.required = True
+    purge_parser = archive_sub.add_parser(
+        "purge", help="crypto-shred sessions past retention (never those under legal hold)",
+    )
+    where = purge_parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--archive-dir", type=Path,
+                       help="a local archive folder (holding <room>/<session-id>/)")
+    where.add_argument("--config", type=Path,
+                       help="the server's YAML config: its archive storage (local or S3)")
+    purge_parser.add_argument("--signer-key", type=Path,
+                              help="signer.key: signs the destruction receipts "
+                              "(default with --config: archive.signer_key_file)")
+    purge_parser.add_argument("--as-of", help="policy time (ISO 8601, default now)")
+    purge_parser.add_argument("--dry-run", action="store_true", help="only list what would go")
+    purge_parser.add_argument("--json", action="store_true")
+    purge_parser.set_defaults(handler=_purge)
+
+    hold = archive_sub.add_parser("legal-hold", help="place or lift a legal hold on a session")
+    hold.add_argument("session_dir", type=Path,
+                      help="<archive dir>/<room>/<session-id>, or <room>/<session-id> with --config")
+    hold.add_argument("--config", type=Path,
+                      help="the server's YAML config: use its archive storage (local or S3)")
+    mode = hold.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--on", dest="hold_on", action="store_true", help="place the hold")
+    mode.add_argument("--off", dest="hold_off", action="store_true", help="lift the hold")
+    hold.add_argument("--reason", required=True, help="case reference / why (signed, logged)")
+    hold.add_argument("--signer-key", type=Path,
+                      help="signer.key (default with --config: archive.signer_key_file)")
+    hold.set_defaults(handler=_legal_hold)
+
+
+def _key_arguments(parser: argparse.ArgumentParser, archive_required: bool) -> None:
+    parser.add_argument("--signer-key", type=Path, required=True,
+                        help="the server's signer.pub (Ed25519 public key)")
+    parser.add_argument("--archive-key", type=Path, required=archive_required,
+                        help="the operator's archive.key (private) to check the content")
+
+
+def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-gap", type=float, default=1.0, metavar="SECONDS",
+                        help="largest media-time gap that is not a finding (default 1.0)")
+    parser.add_argument("--max-drift", type=float, default=0.3, metavar="SECONDS",
+                        help="largest A/V drift that is not a finding (default 0.3)")
+
+
+def _keys_generate(args: argparse.Namespace) -> int:
+    paths = generate_keys(args.out)
+    print(f"signer (Ed25519):  {paths.signer_key}  (private, 0600)\n"
+          f"                   {paths.signer_pub}  (give to auditors)\n"
+          f"archive (X25519):  {paths.archive_key}  (private, 0600: keep OFF the server)\n"
+          f"                   {paths.archive_pub}  (configure on the server)")
+    return 0
+
+
+def _progress(quiet: bool) -> Any:
+    if quiet:
+        return None
+    interactive = sys.stderr.isatty()
+    last_decile = [-1]
+
+    def show(done: int, total: int) -> None:
+        if total < PROGRESS_MIN_SEGMENTS:
+            return
+        if interactive:
+            end = "\n" if done == total else ""
+            print(f"\rverifying segment {done}/{total}", end=end, file=sys.stderr, flush=True)
+            return
+        decile = done * 10 // total
+        if decile != last_decile[0]:
+            last_decile[0] = decile
+            print(f"verifying: {done}/{total} segments", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _load_keys(args: argparse.Namespace) -> tuple[VerifyKey, PrivateKey | None]:
+    verify_key = load_verify_key(args.signer_key)
+    archive_key = load_archive_private_key(args.archive_key) if args.archive_key else None
+    return verify_key, archive_key
+
+
+def _session_storage(args: argparse.Namespace) -> tuple[Storage, str]:
+    path: Path = args.session_dir
+    if args.config is not None:
+        storage, _signer_key = _from_config(args.config)
+        return storage, _session_prefix(path)
+    if not path.is_dir():
+        raise ArchiveError(f"{path} is not a folder")
+    return LocalStorage(path.resolve(), durable=False), ""
+
+
+def _session_prefix(path: Path) -> str:
+    prefix = path.as_posix().strip("/")
+    if prefix.count("/") != 1:
+        raise ArchiveError(f"with --config, name the session as <room>/<session-id>, not {path}")
+    return prefix
+
+
+def _verify(args: argparse.Namespace) -> int:
+    try:
+        verify_key, archive_key = _load_keys(args)
+        if args.config is None and is_clip_package(args.session_dir):
+            report = verify_clip_package(args.session_dir, verify_key)
+            print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
+            return report.exit_code
+        storage, prefix = _session_storage(args)
+    except FinrtcError as error:
+        print(f"finrtc verify: cannot check: {error}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    options = VerifyOptions(
+        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment
+    )
+    report = verify_session(storage, prefix, verify_key, archive_key, options,
+                            _progress(args.quiet), source=str(args.session_dir))
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.summary())
+    return report.exit_code
+
+
+def _export(args: argparse.Namespace) -> int:
+    from finrtc.archive.export import export_clip_package, export_session
+
+    try:
+        verify_key, archive_key = _load_keys(args)
+        storage, prefix = _session_storage(args)
+    except FinrtcError as error:
+        print(f"finrtc export: cannot check: {error}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    assert archive_key is not None
+    if args.segment is not None:
+        try:
+            report = export_clip_package(storage, prefix, verify_key, archive_key, args.segment,
+                                         args.out, source=str(args.session_dir))
+        except ArchiveError as error:
+            print(f"finrtc export: {error}", file=sys.stderr)
+            return EXIT_CANNOT_CHECK
+        print(report.summary())
+        print(f"clip package of segment {args.segment} written to {args.out} "
+              f"(check it with: finrtc verify {args.out} --signer-key signer.pub)")
+        return report.exit_code
+    options = VerifyOptions(max_gap_s=args.max_gap, max_drift_s=args.max_drift)
+    try:
+        result = export_session(storage, prefix, verify_key, archive_key, args.out,
+                                options=options, progress=_progress(args.quiet),
+                                source=str(args.session_dir))
+    except ArchiveError as error:
+        print(f"finrtc export: {error}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    print(result.report.summary())
+    print(f"exported {result.segments} segment(s), {result.packets} packets to {result.output}\n"
+          f"verification report: {result.report_text} / {result.report_json.name}")
+    return result.report.exit_code
+
+
+def _from_config(path: Path) -> tuple[Storage, Path]:
+    """Storage and default signer key of a server config file."""
+    from finrtc.archive.recorder import storage_from_config
+    from finrtc.config import parse_config, read_yaml
+
+    config = parse_config(read_yaml(path), str(path))
+    data_dir = Path(config.data_dir).expanduser()
+    if not data_dir.is_absolute():
+        data_dir = (path.resolve().parent / data_dir).resolve()
+    signer = Path(config.archive.signer_key_file).expanduser()
+    return storage_from_config(config.archive, data_dir), (
+        signer if signer.is_absolute() else data_dir / signer
+    )
+
+
+def _signer(args: argparse.Namespace, default: Path | None) -> Signer:
+    path = args.signer_key or default
+    if path is None:
+        raise ArchiveError("--signer-key is required without --config")
+    return Signer.from_file(path)
+
+
+def _purge(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        storage, default_key = _from_config(args.config)
+    else:
+        if not args.archive_dir.is_dir():
+            raise ArchiveError(f"archive folder {args.archive_dir} does not exist")
+        storage, default_key = LocalStorage(args.archive_dir), None
+    signer = _signer(args, default_key)
+    now = parse_time(args.as_of) if args.as_of else None
+    result = purge(storage, signer, now=now, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps([outcome.to_json() for outcome in result.outcomes], indent=2))
+    else:
+        for outcome in result.outcomes:
+            detail = f" ({outcome.detail})" if outcome.detail else ""
+            until = f" retain until {outcome.retain_until}" if outcome.retain_until else ""
+            print(f"{outcome.action:16} {outcome.session}{until}{detail}")
+        print(f"{len(result.purged)} session(s) purged")
+    return 0
+
+
+def _legal_hold(args: argparse.Namespace) -> int:
+    if args.config is not None:
+        storage, default_key = _from_config(args.config)
+        prefix = _session_prefix(args.session_dir)
+    else:
+        session = args.session_dir.resolve()
+        if not (session / "manifest.json").is_file():
+            raise ArchiveError(f"{args.session_dir} is not an archived session folder")
+        storage, default_key = LocalStorage(session.parent.parent), None
+        prefix = f"{session.parent.name}/{session.name}"
+    signer = _signer(args, default_key)
+    if args.hold_on:
+        place_legal_hold(storage, prefix, signer, args.reason)
+        print(f"legal hold placed on {prefix}")
+    else:
+        lift_legal_hold(storage, prefix, signer, args.reason)
+        print(f"legal hold lifted from {prefix}")
+    return 0

@@ -1,0 +1,872 @@
+"""Offline verification of an archived session: trusts only the signer's public key.
+
+Without the archive private key: signatures, chain links, ciphertext digests, the final record's
+totals and the media-time continuity visible in the records. With it, also: decrypt, plaintext
+digests, Merkle roots re-derived from the packet table, the WebM holding exactly the committed
+packet bytes, per-packet gaps and A/V drift.
+
+Exit codes: 0 everything holds, 1 tampered or invalid, 2 interrupted (every sealed segment valid
+but no final record), 3 cannot check (unreadable key, not an archive).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nacl.exceptions
+import nacl.secret
+from nacl.public import PrivateKey, SealedBox
+from nacl.signing import VerifyKey
+
+from finrtc.archive import layout
+from finrtc.archive.keys import fingerprint
+from finrtc.archive.records import (
+    RecordError,
+    merkle_proof,
+    merkle_root,
+    merkle_verify,
+    open_record,
+    record_digest,
+    record_leaf,
+    sha256_hex,
+)
+from finrtc.archive.segment import (
+    ParsedSegment,
+    SegmentFormatError,
+    check_container,
+    split_segment,
+)
+from finrtc.archive.storage import TEMP_MARKER, Storage
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_INTERRUPTED = 2
+EXIT_CANNOT_CHECK = 3
+
+ERROR = "error"
+INTERRUPTION = "interruption"
+WARNING = "warning"
+INFO = "info"
+
+# Event types that explain a gap in media time (the server sealed why media is missing).
+GAP_EXPLAINING_EVENTS = frozenset({
+    "interruption", "archive_overflow", "track_ended", "track_started", "recording_compromised",
+    "video_skipped_to_keyframe", "archive_write_failed", "participant_left", "participant_joined",
+    "media_paused", "events_lost",
+})
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Finding:
+    severity: str
+    code: str
+    message: str
+    segment: int | None = None
+    media_time: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity, "code": self.code, "message": self.message,
+            "segment": self.segment, "media_time": self.media_time,
+        }
+
+    def line(self) -> str:
+        where = []
+        if self.segment is not None:
+            where.append(f"segment {self.segment}")
+        if self.media_time is not None:
+            where.append(f"t={self.media_time:.3f}s")
+        place = f" [{', '.join(where)}]" if where else ""
+        return f"{self.severity.upper():12} {self.code}{place}: {self.message}"
+
+
+@dataclass
+class VerifyOptions:
+    max_gap_s: float = 1.0
+    max_drift_s: float = 0.3
+    segment: int | None = None
+
+
+@dataclass
+class VerifyReport:
+    source: str
+    room: str | None = None
+    session_id: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    segments_total: int = 0
+    segments_valid: int = 0
+    content_checked: bool = False
+    keys_destroyed: dict[str, Any] | None = None
+    legal_hold: dict[str, Any] | None = None
+    final: dict[str, Any] | None = None
+    media_start: float | None = None
+    last_sealed_media_time: float | None = None
+    compromised: bool = False
+    proof: dict[str, Any] | None = None
+    cannot_check: bool = False
+    valid_segments: list[int] = field(default_factory=list)
+
+    def add(self, severity: str, code: str, message: str, segment: int | None = None,
+            media_time: float | None = None) -> None:
+        self.findings.append(Finding(severity, code, message, segment, media_time))
+
+    @property
+    def exit_code(self) -> int:
+        if self.cannot_check:
+            return EXIT_CANNOT_CHECK
+        if any(f.severity == ERROR for f in self.findings):
+            return EXIT_INVALID
+        if any(f.severity == INTERRUPTION for f in self.findings):
+            return EXIT_INTERRUPTED
+        return EXIT_OK
+
+    @property
+    def status(self) -> str:
+        return {
+            EXIT_OK: "valid", EXIT_INVALID: "tampered_or_invalid",
+            EXIT_INTERRUPTED: "interrupted", EXIT_CANNOT_CHECK: "cannot_check",
+        }[self.exit_code]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "room": self.room,
+            "session_id": self.session_id,
+            "segments_total": self.segments_total,
+            "segments_valid": self.segments_valid,
+            "content_checked": self.content_checked,
+            "keys_destroyed": self.keys_destroyed,
+            "legal_hold": self.legal_hold,
+            "final_record": self.final is not None,
+            "compromised": self.compromised,
+            "media_start": self.media_start,
+            "last_sealed_media_time": self.last_sealed_media_time,
+            "findings": [finding.to_json() for finding in self.findings],
+            "proof": self.proof,
+        }
+
+    def summary(self) -> str:
+        lines = [f"finrtc verify: {self.source}"]
+        if self.room is not None:
+            lines.append(f"  session {self.room}/{self.session_id}")
+        headline = {
+            "valid": "VALID: every signature, link and digest holds",
+            "tampered_or_invalid": "INVALID: the archive was altered or is damaged",
+            "interrupted": "INTERRUPTED: every sealed segment is valid but the session has no "
+            "final record",
+            "cannot_check": "CANNOT CHECK",
+        }[self.status]
+        lines.append(f"  result: {headline} (exit {self.exit_code})")
+        lines.append(
+            f"  segments: {self.segments_valid} valid of {self.segments_total}"
+            + (f" (single segment {self.proof['segment']})" if self.proof else "")
+        )
+        if self.last_sealed_media_time is not None:
+            lines.append(f"  sealed media until t={self.last_sealed_media_time:.3f}s")
+        if self.keys_destroyed is not None:
+            lines.append(
+                "  KEYS DESTROYED: the session key was crypto-shredded at "
+                f"{self.keys_destroyed.get('destroyed_at')} (signed receipt); the media can no "
+                "longer be decrypted, only its integrity can be checked"
+            )
+        lines.append(
+            "  content: "
+            + ("decrypted, digests, Merkle roots and containers checked" if self.content_checked
+               else "not decrypted (signatures, chain and ciphertext digests only)")
+        )
+        if self.legal_hold and self.legal_hold.get("on"):
+            lines.append(f"  LEGAL HOLD: {self.legal_hold.get('reason')}")
+        if self.compromised:
+            lines.append("  RECORDING MARKED COMPROMISED by the server (see findings)")
+        for finding in self.findings:
+            lines.append("  " + finding.line())
+        return "\n".join(lines)
+
+
+class _SessionReader:
+    def __init__(self, storage: Storage, prefix: str) -> None:
+        self.storage = storage
+        self.prefix = prefix
+        self.keys = [
+            key[len(prefix) + 1 :] if prefix else key for key in storage.list_keys(prefix)
+        ]
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return self.storage.get(layout.join(self.prefix, name))
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    def indexed(self, folder: str, suffix: str) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for name in self.keys:
+            if not name.startswith(folder + "/") or TEMP_MARKER in name:
+                continue
+            stem = name[len(folder) + 1 :]
+            if stem.endswith(suffix) and stem[: -len(suffix)].isdigit():
+                found[int(stem[: -len(suffix)])] = name
+        return found
+
+
+@dataclass
+class _SegmentState:
+    index: int
+    body: dict[str, Any]
+    digest: str
+    valid: bool
+    packets: list[tuple[str, float, float, float]] = field(default_factory=list)
+    # (track_id, media_time, end_time, wall_clock) per packet, only with the content key
+
+
+class Verifier:
+    def __init__(
+        self,
+        storage: Storage,
+        prefix: str,
+        verify_key: VerifyKey,
+        archive_key: PrivateKey | None = None,
+        options: VerifyOptions | None = None,
+        progress: Progress | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.reader = _SessionReader(storage, prefix)
+        self.verify_key = verify_key
+        self.archive_key = archive_key
+        self.options = options or VerifyOptions()
+        self.progress = progress
+        self.report = VerifyReport(source or layout.join(storage.describe(), prefix))
+        self.box: nacl.secret.SecretBox | None = None
+        self.manifest: dict[str, Any] | None = None
+        self.tracks: dict[str, dict[str, Any]] = {}
+        self._last_end = 0.0
+
+    # --------------------------------------------------------------------------- entry
+
+    def run(self) -> VerifyReport:
+        report = self.report
+        if not self._load_manifest():
+            return report
+        self._load_side_files()
+        self._open_content_key()
+        if self.options.segment is not None:
+            self._verify_single(self.options.segment)
+        else:
+            self._verify_all()
+        return report
+
+    def _load_manifest(self) -> bool:
+        report = self.report
+        data = self.reader.get(layout.MANIFEST)
+        if data is None:
+            report.cannot_check = True
+            report.add(ERROR, "not_an_archive",
+                       f"no {layout.MANIFEST} in {report.source}: not a finrtc session folder "
+                       "(expected <archive dir>/<room>/<session-id>/)")
+            return False
+        try:
+            body = open_record(data, self.verify_key)
+        except RecordError as error:
+            report.add(ERROR, f"manifest_{error.code}", f"manifest: {error}")
+            # Without a trustworthy manifest nothing else can be bound to the session.
+            return False
+        if body.get("type") != "manifest":
+            report.add(ERROR, "manifest_invalid", "manifest.json is not a manifest record")
+            return False
+        self.manifest = body
+        report.room = str(body.get("room"))
+        report.session_id = str(body.get("session_id"))
+        return True
+
+    def _load_side_files(self) -> None:
+        report = self.report
+        for name in self.reader.keys:
+            if TEMP_MARKER in name:
+                report.add(WARNING, "half_written_file",
+                           f"{name} is a temporary file left by an interrupted write; it is "
+                           "ignored and never counted as sealed")
+        destruction = self.reader.get(layout.DESTRUCTION)
+        if destruction is not None:
+            try:
+                body = open_record(destruction, self.verify_key)
+            except RecordError as error:
+                report.add(ERROR, f"receipt_{error.code}", f"destruction receipt: {error}")
+            else:
+                if body.get("session_id") != report.session_id or body.get("room") != report.room:
+                    report.add(ERROR, "receipt_foreign",
+                               "the destruction receipt belongs to another session")
+                else:
+                    report.keys_destroyed = {
+                        "destroyed_at": body.get("destroyed_at"),
+                        "keys": body.get("destroyed_keys"),
+                        "reason": body.get("reason"),
+                    }
+                    report.add(INFO, "keys_destroyed",
+                               f"session keys destroyed at {body.get('destroyed_at')} "
+                               "(crypto-shredded after retention); media cannot be decrypted")
+        hold = self.reader.get(layout.LEGAL_HOLD)
+        if hold is not None:
+            try:
+                hold_body = open_record(hold, self.verify_key)
+                report.legal_hold = {"on": True, "reason": hold_body.get("reason"),
+                                     "since": hold_body.get("placed_at")}
+            except RecordError as error:
+                report.add(WARNING, "legal_hold_unverified", f"legal hold marker: {error}")
+
+    def _open_content_key(self) -> None:
+        report = self.report
+        if self.archive_key is None or self.manifest is None:
+            return
+        recipient = fingerprint(bytes(self.archive_key.public_key))
+        sealed_list = self.manifest.get("sealed_keys") or []
+        entry = next((item for item in sealed_list if item.get("recipient") == recipient), None)
+        if entry is None:
+            report.cannot_check = True
+            report.add(ERROR, "not_a_recipient",
+                       f"the archive key {recipient} is not one this session was sealed to "
+                       f"(recipients: {', '.join(str(i.get('recipient')) for i in sealed_list)})")
+            return
+        sealed = self.reader.get(str(entry.get("file")))
+        if sealed is None:
+            if report.keys_destroyed is None:
+                report.add(ERROR, "sealed_key_missing",
+                           f"{entry.get('file')} is missing and there is no destruction receipt")
+            else:
+                report.add(INFO, "content_not_checkable",
+                           "the archive key was given but the session key was destroyed: "
+                           "content checks are impossible by design")
+            return
+        try:
+            data_key = SealedBox(self.archive_key).decrypt(sealed)
+            self.box = nacl.secret.SecretBox(data_key)
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            report.add(ERROR, "sealed_key_invalid",
+                       f"{entry.get('file')} cannot be opened with the archive key (altered?)")
+            return
+        report.content_checked = True
+
+    # ------------------------------------------------------------------ per segment
+
+    def _check_segment(self, index: int, name: str, prev: str | None) -> _SegmentState | None:
+        """Verify record `index` (and its segment); None when the record is unusable."""
+        report = self.report
+        # Until the record is authenticated, the best time is where the last good one ended.
+        after = self._last_end
+        data = self.reader.get(name)
+        if data is None:
+            report.add(ERROR, "record_missing", f"{name} cannot be read", index, after)
+            return None
+        try:
+            body = open_record(data, self.verify_key)
+        except RecordError as error:
+            report.add(ERROR, error.code, f"record {name}: {error} (media after t={after:.3f}s)",
+                       index, after)
+            return None
+        digest = record_digest(body)
+        state = _SegmentState(index, body, digest, valid=True)
+        media_time = body.get("media_start")
+        at = float(media_time) if isinstance(media_time, int | float) else after
+        end = body.get("media_end")
+        if isinstance(end, int | float):
+            self._last_end = float(end)
+
+        def fail(code: str, message: str) -> None:
+            state.valid = False
+            report.add(ERROR, code, message, index, at)
+
+        if body.get("type") != "segment":
+            fail("record_invalid", f"{name} is not a segment record")
+            return state
+        if body.get("session_id") != report.session_id or body.get("room") != report.room:
+            fail("foreign_record",
+                 f"record belongs to session {body.get('room')}/{body.get('session_id')}, "
+                 "not this one (segments swapped between sessions?)")
+        if body.get("index") != index:
+            fail("record_out_of_place",
+                 f"{name} holds the record of segment {body.get('index')} "
+                 "(segments duplicated or reordered)")
+        if prev is not None and body.get("prev") != prev:
+            fail("chain_broken",
+                 "the link to the previous record does not match: a segment before this one was "
+                 "removed, inserted or reordered")
+        segment_file = layout.segment_name(index)
+        if body.get("segment_file") != segment_file:
+            fail("record_out_of_place", f"record names {body.get('segment_file')}")
+        ciphertext = self.reader.get(segment_file)
+        if ciphertext is None:
+            fail("segment_missing", f"{segment_file} is missing (record {index} is sealed)")
+            return state
+        if sha256_hex(ciphertext) != body.get("ciphertext_sha256"):
+            detail = (
+                f"size {len(ciphertext)} bytes, sealed {body.get('ciphertext_bytes')}"
+                if len(ciphertext) != body.get("ciphertext_bytes") else "same size, bytes differ"
+            )
+            fail("ciphertext_mismatch",
+                 f"{segment_file} differs from its sealed digest ({detail}): altered, truncated "
+                 "or replaced")
+            return state
+        if self.box is not None:
+            self._check_content(state, ciphertext, fail)
+        return state
+
+    def _check_content(
+        self, state: _SegmentState, ciphertext: bytes, fail: Callable[[str, str], None]
+    ) -> None:
+        assert self.box is not None
+        body = state.body
+        try:
+            plaintext = self.box.decrypt(ciphertext)
+        except nacl.exceptions.CryptoError:
+            fail("decrypt_failed",
+                 "the segment does not decrypt with this session's key (from another session?)")
+            return
+        if sha256_hex(plaintext) != body.get("plaintext_sha256"):
+            fail("plaintext_mismatch",
+                 "decrypted content differs from the sealed plaintext digest (re-encrypted "
+                 "after alteration)")
+            return
+        if body.get("packet_count") == 0 and not plaintext:
+            return
+        try:
+            parsed = split_segment(plaintext)
+        except SegmentFormatError as error:
+            fail("segment_malformed", str(error))
+            return
+        root = merkle_root([packet.leaf() for packet in parsed.packets])
+        if root != body.get("merkle_root"):
+            fail("merkle_mismatch", "the packet table does not reproduce the sealed Merkle root")
+        if len(parsed.packets) != body.get("packet_count"):
+            fail("packet_count_mismatch",
+                 f"{len(parsed.packets)} packets, record says {body.get('packet_count')}")
+        for problem in check_container(parsed):
+            fail("container_mismatch", problem)
+        for track in parsed.tracks:
+            self.tracks.setdefault(str(track.get("track_id")), track)
+        state.packets = [
+            (packet.track_id, packet.media_time, packet.end_time, packet.wall_clock)
+            for packet in parsed.packets
+        ]
+
+    # --------------------------------------------------------------------- whole session
+
+    def _verify_all(self) -> None:
+        report = self.report
+        assert self.manifest is not None
+        records = self.reader.indexed(layout.RECORDS_DIR, ".json")
+        segments = self.reader.indexed(layout.SEGMENTS_DIR, ".seg")
+        count = max(records) + 1 if records else 0
+        report.segments_total = count
+        prev: str | None = record_digest(self.manifest)
+        states: list[_SegmentState] = []
+        for index in range(count):
+            if self.progress is not None:
+                self.progress(index, count)
+            name = records.get(index)
+            if name is None:
+                report.add(ERROR, "segment_missing",
+                           f"record {index} is missing: a segment was removed from the chain "
+                           f"(media after t={self._last_end:.3f}s)", index, self._last_end)
+                prev = None
+                continue
+            state = self._check_segment(index, name, prev)
+            if state is None:
+                prev = None
+                continue
+            prev = state.digest
+            states.append(state)
+            if state.valid:
+                report.segments_valid += 1
+                report.valid_segments.append(index)
+                end = state.body.get("media_end")
+                if isinstance(end, int | float):
+                    report.last_sealed_media_time = float(end)
+                start = state.body.get("media_start")
+                if report.media_start is None and isinstance(start, int | float):
+                    report.media_start = float(start)
+        if self.progress is not None:
+            self.progress(count, count)
+        for index in sorted(set(segments) - set(records)):
+            report.add(WARNING, "unsealed_segment",
+                       f"{segments[index]} has no signed record (written just before an "
+                       "interruption); it is not part of the sealed archive", index)
+        self._check_final(states, count, prev)
+        self._check_continuity(states)
+        self._report_events(states)
+
+    def _check_final(self, states: list[_SegmentState], count: int, last: str | None) -> None:
+        report = self.report
+        data = self.reader.get(layout.FINAL)
+        if data is None:
+            when = report.last_sealed_media_time
+            report.add(INTERRUPTION, "no_final_record",
+                       "the session has no final record: it was interrupted (server crash or "
+                       "kill) or the final record was removed; "
+                       + (f"last sealed media at t={when:.3f}s" if when is not None
+                          else "no media was sealed"),
+                       media_time=when)
+            return
+        try:
+            body = open_record(data, self.verify_key)
+        except RecordError as error:
+            report.add(ERROR, f"final_{error.code}", f"final record: {error}")
+            return
+        report.final = body
+        if body.get("session_id") != report.session_id or body.get("room") != report.room:
+            report.add(ERROR, "final_foreign", "the final record belongs to another session")
+            return
+        if body.get("segments") != count:
+            report.add(ERROR, "final_count_mismatch",
+                       f"the final record seals {body.get('segments')} segments, "
+                       f"{count} are present (segments truncated or appended)")
+        if last is not None and body.get("prev") != last:
+            report.add(ERROR, "final_link_broken",
+                       "the final record does not link to the last segment record")
+        digests = [state.digest for state in states]
+        if len(digests) == count and body.get("records_root") != merkle_root(
+            [record_leaf(d) for d in digests]
+        ):
+            report.add(ERROR, "final_root_mismatch",
+                       "the records' Merkle root differs from the one in the final record")
+        packets = sum(int(state.body.get("packet_count", 0)) for state in states)
+        if len(states) == count and body.get("packets_total") != packets:
+            report.add(ERROR, "final_totals_mismatch",
+                       f"final record counts {body.get('packets_total')} packets, segments hold "
+                       f"{packets}")
+        if body.get("compromised"):
+            report.compromised = True
+            for reason in body.get("compromise_reasons") or []:
+                report.add(WARNING, "recording_compromised", str(reason))
+        if body.get("dropped_packets"):
+            report.add(WARNING, "packets_lost",
+                       f"{body.get('dropped_packets')} packets never reached the archive "
+                       "(sealed as archive_overflow events)")
+
+    def _events(self, states: list[_SegmentState]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for state in states:
+            for event in state.body.get("events") or []:
+                if isinstance(event, dict):
+                    yield state.index, event
+
+    def _explained(self, states: list[_SegmentState], start: float, end: float,
+                   track_id: str | None) -> bool:
+        margin = max(1.0, self.options.max_gap_s)
+        for _index, event in self._events(states):
+            if event.get("type") not in GAP_EXPLAINING_EVENTS:
+                continue
+            at = event.get("media_time")
+            if not isinstance(at, int | float) or not start - margin <= at <= end + margin:
+                continue
+            data = event.get("data") or {}
+            event_track = data.get("track_id") if isinstance(data, dict) else None
+            if track_id is None or event_track in (None, track_id):
+                return True
+        return False
+
+    def _gap(self, states: list[_SegmentState], start: float, end: float,
+             track_id: str | None, segment: int) -> None:
+        what = f"track {track_id}" if track_id else "the session"
+        if self._explained(states, start, end, track_id):
+            self.report.add(WARNING, "gap",
+                            f"{what} has no media for {end - start:.3f}s "
+                            f"({start:.3f}s..{end:.3f}s); the server sealed the reason",
+                            segment, start)
+        else:
+            self.report.add(ERROR, "unexplained_gap",
+                            f"{what} has no media for {end - start:.3f}s "
+                            f"({start:.3f}s..{end:.3f}s) and no sealed event explains it",
+                            segment, start)
+
+    def _check_continuity(self, states: list[_SegmentState]) -> None:
+        limit = self.options.max_gap_s
+        valid = [state for state in states if state.valid]
+        # Session level, from the signed records alone (works without the content key).
+        for before, after in itertools.pairwise(valid):
+            if after.index != before.index + 1:
+                continue
+            end = before.body.get("media_end")
+            start = after.body.get("media_start")
+            if isinstance(end, int | float) and isinstance(start, int | float) and (
+                start - end > limit
+            ):
+                self._gap(states, float(end), float(start), None, after.index)
+        if not self.report.content_checked:
+            return
+        # Per track, from the packet tables.
+        last: dict[str, tuple[float, int]] = {}
+        for state in valid:
+            for track_id, media_time, end_time, _wall in state.packets:
+                previous = last.get(track_id)
+                if previous is not None and media_time - previous[0] > limit:
+                    self._gap(states, previous[0], media_time, track_id, state.index)
+                last[track_id] = (max(media_time, end_time), state.index)
+        self._check_drift(valid)
+
+    def _check_drift(self, valid: list[_SegmentState]) -> None:
+        """A/V drift on the session clock.
+
+        Players show video frames at their timestamps but play audio sample after sample, so
+        every millisecond by which an audio track's timestamps run ahead of (or behind) the
+        audio it actually holds shifts sound against picture. That difference is accumulated
+        per audio track; a gap beyond `max_gap_s` is reported as a gap and restarts the count.
+        (Wall-clock times are not used: they include the server's processing lag, which says
+        nothing about the recording's sync.)
+        """
+        limit = self.options.max_drift_s
+        kinds = {tid: str(track.get("kind")) for tid, track in self.tracks.items()}
+        owners = {tid: str(track.get("participant")) for tid, track in self.tracks.items()}
+        last_end: dict[str, float] = {}
+        drift: dict[str, float] = {}
+        for state in valid:
+            for track_id, media_time, end_time, _wall in state.packets:
+                if kinds.get(track_id) != "audio" or end_time <= media_time:
+                    continue
+                previous = last_end.get(track_id)
+                last_end[track_id] = end_time
+                if previous is None:
+                    continue
+                step = media_time - previous
+                if abs(step) > self.options.max_gap_s:
+                    drift[track_id] = 0.0
+                    continue
+                total = drift.get(track_id, 0.0) + step
+                if abs(total) > limit:
+                    self.report.add(
+                        ERROR, "av_drift",
+                        f"audio track {track_id} of {owners.get(track_id, '?')} has drifted "
+                        f"{total * 1000:+.0f} ms against its video (its timestamps "
+                        f"{'skip ahead of' if total > 0 else 'fall behind'} the audio it holds; "
+                        f"bound {limit * 1000:.0f} ms)",
+                        state.index, media_time)
+                    total = 0.0
+                drift[track_id] = total
+
+    def _report_events(self, states: list[_SegmentState]) -> None:
+        for index, event in self._events(states):
+            severity = event.get("severity")
+            if severity in ("alert", "warning") and event.get("type") != "recording_compromised":
+                at = event.get("media_time")
+                self.report.add(
+                    WARNING, f"event:{event.get('type')}",
+                    f"sealed {severity} event: {event.get('data')}", index,
+                    float(at) if isinstance(at, int | float) else None,
+                )
+
+    # ------------------------------------------------------------------ single segment
+
+    def _verify_single(self, target: int) -> None:
+        report = self.report
+        assert self.manifest is not None
+        records = self.reader.indexed(layout.RECORDS_DIR, ".json")
+        count = max(records) + 1 if records else 0
+        report.segments_total = 1
+        if target not in records:
+            report.cannot_check = True
+            report.add(ERROR, "no_such_segment",
+                       f"segment {target} has no record (the session has {count})")
+            return
+        # Digests of the other records (bodies only; their media is not read).
+        digests: dict[int, str] = {}
+        for index, name in records.items():
+            data = self.reader.get(name)
+            if data is None:
+                continue
+            try:
+                digests[index] = record_digest(open_record(data, self.verify_key))
+            except RecordError:
+                continue
+        prev = digests.get(target - 1) if target > 0 else record_digest(self.manifest)
+        state = self._check_segment(target, records[target], prev)
+        if target > 0 and (target - 1) not in digests:
+            report.add(ERROR, "chain_broken", "the previous record is missing or invalid", target)
+        if state is None:
+            return
+        proof: dict[str, Any] = {"segment": target, "record_digest": state.digest,
+                                 "prev": state.body.get("prev")}
+        final_data = self.reader.get(layout.FINAL)
+        if final_data is not None:
+            try:
+                final = open_record(final_data, self.verify_key)
+            except RecordError as error:
+                report.add(ERROR, f"final_{error.code}", f"final record: {error}")
+                return
+            ordered = [digests.get(i) for i in range(int(final.get("segments", 0)))]
+            if None in ordered:
+                report.add(ERROR, "proof_incomplete",
+                           "some records are missing; the inclusion path cannot be built")
+                return
+            leaves = [record_leaf(str(d)) for d in ordered]
+            path = merkle_proof(leaves, target) if target < len(leaves) else []
+            root = str(final.get("records_root"))
+            proof.update(records_root=root, path=path, final_record_digest=record_digest(final),
+                         leaf_count=len(leaves))
+            if target >= len(leaves) or not merkle_verify(record_leaf(state.digest), path, root):
+                report.add(ERROR, "proof_invalid",
+                           "the segment record is not included in the final record's Merkle root",
+                           target)
+        else:
+            # Interrupted session: membership is shown by the chain of links to the last record.
+            chain_ok = all(
+                i in digests for i in range(target, count)
+            ) and all(
+                self._prev_of(records[i + 1]) == digests[i] for i in range(target, count - 1)
+            )
+            proof.update(chain_to=count - 1, chain_ok=chain_ok)
+            if not chain_ok:
+                report.add(ERROR, "chain_broken", "the chain after this segment is broken", target)
+            report.add(INTERRUPTION, "no_final_record",
+                       "the session has no final record; the segment is proven by its chain links")
+        report.proof = proof
+        if state.valid:
+            report.segments_valid = 1
+            report.valid_segments.append(target)
+            end = state.body.get("media_end")
+            report.last_sealed_media_time = float(end) if isinstance(end, int | float) else None
+
+    def _prev_of(self, name: str) -> Any:
+        data = self.reader.get(name)
+        if data is None:
+            return None
+        try:
+            return open_record(data, self.verify_key).get("prev")
+        except RecordError:
+            return None
+
+
+def verify_session(
+    storage: Storage,
+    prefix: str,
+    verify_key: VerifyKey,
+    archive_key: PrivateKey | None = None,
+    options: VerifyOptions | None = None,
+    progress: Progress | None = None,
+    source: str | None = None,
+) -> VerifyReport:
+    return Verifier(storage, prefix, verify_key, archive_key, options, progress, source).run()
+
+
+def decrypt_segment(storage: Storage, prefix: str, index: int,
+                    box: nacl.secret.SecretBox) -> ParsedSegment:
+    plaintext = box.decrypt(storage.get(layout.join(prefix, layout.segment_name(index))))
+    return split_segment(plaintext)
+
+
+def open_data_key(storage: Storage, prefix: str, manifest: dict[str, Any],
+                  archive_key: PrivateKey) -> nacl.secret.SecretBox:
+    recipient = fingerprint(bytes(archive_key.public_key))
+    for item in manifest.get("sealed_keys") or []:
+        if item.get("recipient") == recipient:
+            sealed = storage.get(layout.join(prefix, str(item.get("file"))))
+            return nacl.secret.SecretBox(SealedBox(archive_key).decrypt(sealed))
+    raise FileNotFoundError("no sealed key for this archive key")
+
+
+# ------------------------------------------------------------------------ clip packages
+# A clip package lets an auditor who receives one segment prove, without the rest of the
+# archive and without any private key, that it is authentic and belongs to its session:
+#
+#   manifest.json  record.json  final.json (if the session ended cleanly)
+#   segment.bin    the decrypted segment plaintext (packet table + WebM)
+#   clip.webm      the playable WebM inside segment.bin
+#   proof.json     {"segment": K, "path": [...], "records_root": ..., "leaf_count": N}
+
+CLIP_PROOF = "proof.json"
+CLIP_FILES = ("manifest.json", "record.json", "final.json", "segment.bin", "clip.webm", CLIP_PROOF)
+
+
+def is_clip_package(path: Path) -> bool:
+    return (path / CLIP_PROOF).is_file() and (path / "segment.bin").is_file()
+
+
+def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
+    report = VerifyReport(str(path))
+    report.segments_total = 1
+
+    def read(name: str) -> bytes | None:
+        try:
+            return (path / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def signed(name: str) -> dict[str, Any] | None:
+        data = read(name)
+        if data is None:
+            return None
+        try:
+            return open_record(data, verify_key)
+        except RecordError as error:
+            report.add(ERROR, f"{name.split('.')[0]}_{error.code}", f"{name}: {error}")
+            return None
+
+    try:
+        proof = json.loads(read(CLIP_PROOF) or b"")
+        target = int(proof["segment"])
+    except (ValueError, KeyError, TypeError):
+        report.cannot_check = True
+        report.add(ERROR, "not_a_clip_package", f"{path / CLIP_PROOF} is not a clip proof")
+        return report
+    manifest = signed("manifest.json")
+    record = signed("record.json")
+    if manifest is None or record is None:
+        if not report.findings:
+            report.cannot_check = True
+            report.add(ERROR, "not_a_clip_package", "manifest.json or record.json is missing")
+        return report
+    report.room, report.session_id = str(manifest.get("room")), str(manifest.get("session_id"))
+    at = record.get("media_start")
+    start = float(at) if isinstance(at, int | float) else None
+
+    def fail(code: str, message: str) -> None:
+        report.add(ERROR, code, message, target, start)
+
+    if (record.get("room"), record.get("session_id")) != (report.room, report.session_id):
+        fail("foreign_record", "the segment record belongs to another session")
+    if record.get("index") != target or record.get("type") != "segment":
+        fail("record_out_of_place", f"record is not the record of segment {target}")
+    digest = record_digest(record)
+    report.proof = {"segment": target, "record_digest": digest, "prev": record.get("prev")}
+    final = signed("final.json")
+    if final is None and read("final.json") is None:
+        report.add(INTERRUPTION, "no_final_record",
+                   "the session has no final record; the segment is proven by its signed "
+                   "record alone (session id and chain link)", target, start)
+    elif final is not None:
+        root = str(final.get("records_root"))
+        path_steps = proof.get("path") or []
+        report.proof.update(records_root=root, path=path_steps,
+                            final_record_digest=record_digest(final))
+        if (final.get("room"), final.get("session_id")) != (report.room, report.session_id):
+            fail("final_foreign", "the final record belongs to another session")
+        elif not merkle_verify(record_leaf(digest), path_steps, root):
+            fail("proof_invalid",
+                 "the segment record is not included in the final record's Merkle root")
+    plaintext = read("segment.bin") or b""
+    if sha256_hex(plaintext) != record.get("plaintext_sha256"):
+        fail("plaintext_mismatch", "segment.bin differs from the sealed plaintext digest")
+    else:
+        report.content_checked = True
+        try:
+            parsed = split_segment(plaintext)
+        except SegmentFormatError as error:
+            fail("segment_malformed", str(error))
+        else:
+            if merkle_root([p.leaf() for p in parsed.packets]) != record.get("merkle_root"):
+                fail("merkle_mismatch", "the packet table does not reproduce the Merkle root")
+            for problem in check_container(parsed):
+                fail("container_mismatch", problem)
+            clip = read("clip.webm")
+            if clip is not None and clip != parsed.webm:
+                fail("clip_mismatch", "clip.webm is not the WebM sealed in segment.bin")
+    if not any(f.severity == ERROR for f in report.findings):
+        report.segments_valid = 1
+        report.valid_segments.append(target)
+        end = record.get("media_end")
+        report.last_sealed_media_time = float(end) if isinstance(end, int | float) else None
+    return report
