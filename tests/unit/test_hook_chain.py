@@ -189,3 +189,27 @@ def test_loader_validates_options_with_key_path() -> None:
     )
     assert [f.name for f in factories] == ["good"]
     assert factories[0].options.level == 3  # type: ignore[attr-defined]
+
+
+class BrokenAtStart(Hook):
+    name = "broken_at_start"
+    kinds = frozenset({MediaKind.VIDEO})
+    stage = Stage.OBSERVE
+    failure_policy = FailurePolicy.FAIL_CLOSED
+
+    def __init__(self, options: BaseModel, context: object) -> None:
+        raise RuntimeError("model file missing")
+
+
+def test_a_hook_that_cannot_start_applies_its_failure_policy() -> None:
+    events: list[HookEvent] = []
+    compromised: list[str] = []
+    chain = HookChain(
+        TRACK,
+        [factory(BrokenAtStart), factory(make_hook("ok", Stage.MUTATE), 1)],
+        events.append,
+        compromised.append,
+    )
+    assert chain.hook_names == ["ok"]
+    assert compromised and "model file missing" in compromised[0]
+    assert events[0].type == "hook_failed" and events[0].hook == "broken_at_start"

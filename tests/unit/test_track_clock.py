@@ -53,3 +53,10 @@ def test_jumps_re_anchor_immediately() -> None:
     clock.media_time(0.0, 1.0)
     assert abs(clock.media_time(100.0, 1.05) - 1.05) < 0.01
     assert SLEW < 0.5
+
+
+def test_audio_clock_without_slew_keeps_its_sample_time() -> None:
+    clock = TrackClock(slew=0.0)
+    media = [clock.media_time(i * 0.02, 1.0 + i * 0.025) for i in range(200)]
+    # Samples arrive 25 % late; audio time still advances exactly 20 ms per chunk.
+    assert all(abs((b - a) - 0.02) < 1e-9 for a, b in itertools.pairwise(media))

@@ -613,8 +613,11 @@ class SessionRecorder:
             self._current = pending
 
     def _active_video_tracks(self) -> set[str]:
+        # add_track() may insert from the event loop meanwhile: iterate over a snapshot.
+        with self._lock:
+            states = list(self._tracks.items())
         return {
-            track_id for track_id, state in self._tracks.items()
+            track_id for track_id, state in states
             if state.meta.kind is MediaKind.VIDEO and state.ended is None and state.packets
         }
 
@@ -674,7 +677,8 @@ class SessionRecorder:
         )
         packets = [segment.packets[i] for i in order]
         digests = [segment.digests[i] for i in order]
-        metas = [state.meta for state in self._tracks.values()]
+        with self._lock:
+            metas = [state.meta for state in self._tracks.values()]
         plaintext = build_segment(metas, packets, digests) if packets else b""
         leaves = [leaf_for(packet, digest) for packet, digest in zip(packets, digests, strict=True)]
         ciphertext = bytes(self._box.encrypt(plaintext))

@@ -466,17 +466,29 @@ class Verifier:
         report.segments_total = count
         prev: str | None = record_digest(self.manifest)
         states: list[_SegmentState] = []
-        for index in range(count):
+        present = sorted(records)
+        position = 0
+        index = 0
+        while index < count:
             if self.progress is not None:
                 self.progress(index, count)
             name = records.get(index)
             if name is None:
+                # One finding per run of missing records (a forged far index stays one line).
+                while position < len(present) and present[position] < index:
+                    position += 1
+                upto = present[position] if position < len(present) else count
+                what = f"record {index} is" if upto == index + 1 else (
+                    f"records {index}..{upto - 1} are")
                 report.add(ERROR, "segment_missing",
-                           f"record {index} is missing: a segment was removed from the chain "
+                           f"{what} missing: segments were removed from the chain "
                            f"(media after t={self._last_end:.3f}s)", index, self._last_end)
                 prev = None
+                index = upto
                 continue
-            state = self._check_segment(index, name, prev)
+            current = index
+            index += 1
+            state = self._check_segment(current, name, prev)
             if state is None:
                 prev = None
                 continue
@@ -484,7 +496,7 @@ class Verifier:
             states.append(state)
             if state.valid:
                 report.segments_valid += 1
-                report.valid_segments.append(index)
+                report.valid_segments.append(current)
                 end = state.body.get("media_end")
                 if isinstance(end, int | float):
                     report.last_sealed_media_time = float(end)

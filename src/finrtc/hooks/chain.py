@@ -82,6 +82,17 @@ class _Slot:
         self.failure_counter = metrics.HOOK_FAILURES.labels(hook=self.name, policy=self.policy.value)
 
 
+class _FailedHook(Hook):
+    """Stands in for a hook whose constructor raised, so its failure is reported like any other."""
+
+    kinds = frozenset(MediaKind)
+    stage = Stage.MUTATE
+
+    def __init__(self, name: str, policy: FailurePolicy) -> None:
+        self.name = name  # type: ignore[misc]
+        self.failure_policy = policy  # type: ignore[misc]
+
+
 CompromiseCallback = Callable[[str], None]
 
 
@@ -100,12 +111,25 @@ class HookChain:
         self._on_compromised = on_compromised
         self.compromised_reason: str | None = None
         mine = [factory for factory in factories if factory.handles(track.kind)]
-        instances = [_Slot(factory.create(track, emit)) for factory in mine]
+        instances = [slot for factory in mine if (slot := self._create(factory)) is not None]
         # YAML order within each stage; stages in data-flow order.
         self._mutators = [slot for slot in instances if slot.hook.stage is Stage.MUTATE]
         self._observers = [slot for slot in instances if slot.hook.stage is Stage.OBSERVE]
         self._post_encode = [slot for slot in instances if slot.hook.stage is Stage.POST_ENCODE]
         self._needs_read_only = bool(self._observers)
+
+    def _create(self, factory: HookProvider) -> _Slot | None:
+        """A hook that cannot even start for this track is a failure like any other."""
+        try:
+            return _Slot(factory.create(self.track, self._emit))
+        except Exception as error:
+            policy = getattr(
+                getattr(factory, "hook_class", None), "failure_policy", FailurePolicy.FAIL_CLOSED
+            )
+            placeholder = _FailedHook(factory.name, policy)
+            slot = _Slot(placeholder)
+            self._failed(slot, error, 0.0)
+            return None
 
     @property
     def hook_names(self) -> list[str]:

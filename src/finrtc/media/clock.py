@@ -22,7 +22,11 @@ RESET_S = 5.0
 
 
 class TrackClock:
-    def __init__(self) -> None:
+    """`slew` 0 keeps the first anchor (audio: its sample count is its clock; speeding it up would
+    stamp more time than the samples hold, i.e. audio drifting from its own timestamps)."""
+
+    def __init__(self, slew: float = SLEW) -> None:
+        self._slew = slew
         self._offset: float | None = None
         self._last_rtp: float | None = None
         self._last_media: float = 0.0
@@ -39,7 +43,7 @@ class TrackClock:
             while self._recent and rtp_seconds - self._recent[0][0] > WINDOW_S:
                 self._recent.popleft()
             target = min(value for _, value in self._recent)
-            step = SLEW * max(rtp_seconds - self._last_rtp, 0.0)
+            step = self._slew * max(rtp_seconds - self._last_rtp, 0.0)
             self._offset += max(-step, min(step, target - self._offset))
         self._last_rtp = rtp_seconds
         media = max(self._offset + rtp_seconds, self._last_media, 0.0)

@@ -125,7 +125,7 @@ class TrackPipeline:
         else:
             self._video_encoder = None
             self._audio_encoder = AudioEncoder(media.audio.bitrate_bps)
-        self._track_clock = TrackClock()
+        self._track_clock = TrackClock() if track.kind is MediaKind.VIDEO else TrackClock(slew=0.0)
         self._index = 0
         self._sequence = 0
         self._last_keyframe_media: float | None = None

@@ -66,9 +66,7 @@ class ForensicWatermark(Hook):
 
     def mark_for_bucket(self, bucket: int) -> int:
         track = self.context.track
-        return watermark.derive_mark_id(
-            self._key, "live", track.session_id, track.participant, str(bucket)
-        )
+        return watermark.live_mark_id(self._key, track.session_id, track.participant, bucket)
 
     def process_video(self, frame: VideoFrame) -> None:
         bucket = int(frame.wall_clock // self._options.time_bucket_s)

@@ -1,0 +1,1 @@
+"""Example finrtc hooks: copy one, rename it, and load it from YAML (see README.md)."""

@@ -1,0 +1,1 @@
+"""Forensic tooling: the invisible watermark (embedding, extraction, error control)."""
