@@ -110,3 +110,17 @@ async def test_real_call_is_recorded_verified_and_exported(tmp_path: Path, http)
     # About 5 s of call (± one segment of slack on each end).
     assert 3.5 <= duration <= 8.0, duration
     assert decoded > 60
+
+    # A copy for an auditor names its recipient; the plain export names nobody.
+    marked = tmp_path / "for-auditor.webm"
+    result = finrtc("export", str(session_dir), "--out", str(marked), "--signer-key", str(keys.signer_pub),
+                    "--archive-key", str(keys.archive_key), "--quiet", "--mark-for", "auditor-jane")
+    assert result.returncode == 0, result.stdout + result.stderr
+    mark = json.loads((tmp_path / "for-auditor.webm.mark.json").read_text())
+    found = finrtc("watermark", "extract", str(marked), "--json")
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert mark["mark_id"] in found.stdout and "recipient" in found.stdout
+    plain = finrtc("watermark", "extract", str(out), "--json")
+    assert mark["mark_id"] not in plain.stdout
+    with av.open(str(marked)) as container:
+        assert sorted(s.type for s in container.streams).count("audio") >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _key_arguments(export, archive_required=True)
     _threshold_arguments(export)
     export.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    export.add_argument("--mark-for", metavar="NAME",
+                        help="re-encode the video with NAME's forensic mark, so a leaked copy "
+                        "names its recipient (see `finrtc watermark extract`)")
+    export.add_argument("--watermark-key",
+                        help="forensic watermark key (default: env FINRTC_WATERMARK_KEY, else "
+                        "the default key of the forensic_watermark hook)")
     export.set_defaults(handler=_export)
 
     archive = subparsers.add_parser("archive", help="retention and legal holds")
@@ -240,6 +247,23 @@ def _export(args: argparse.Namespace) -> int:
         print(f"finrtc export: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     print(result.report.summary())
+    if args.mark_for:
+        from finrtc.archive.recipient_mark import mark_export
+        from finrtc.forensics.watermark import DEFAULT_KEY
+
+        key_text = args.watermark_key or os.environ.get("FINRTC_WATERMARK_KEY")
+        key = key_text.encode() if key_text else DEFAULT_KEY
+        plain = result.output.with_name(f".{result.output.name}.plain")
+        os.replace(result.output, plain)
+        try:
+            mark = mark_export(plain, result.output, args.mark_for, prefix.rsplit("/", 1)[-1], key)
+        except ArchiveError as error:
+            print(f"finrtc export: {error}", file=sys.stderr)
+            return EXIT_CANNOT_CHECK
+        finally:
+            plain.unlink(missing_ok=True)
+        print(f"marked for {mark.recipient!r}: recipient mark {mark.to_json()['mark_id']} "
+              f"(recorded in {result.output.name}.mark.json)")
     print(f"exported {result.segments} segment(s), {result.packets} packets to {result.output}\n"
           f"verification report: {result.report_text} / {result.report_json.name}")
     return result.report.exit_code
