@@ -15,8 +15,10 @@ from finrtc.errors import FinrtcError
 # Modules with `register(subparsers)`; order is the order of `finrtc --help`.
 SUBCOMMAND_MODULES = (
     "finrtc.server_cli",
+    "finrtc.config_cli",
     "finrtc.archive.cli",
     "finrtc.watermark_cli",
+    "finrtc.webhooks.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

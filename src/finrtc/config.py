@@ -7,6 +7,7 @@ the data folder, the demo page and the dev token endpoint on.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
@@ -220,6 +221,48 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path} is not valid YAML{where}: {problem}") from None
 
 
+_SECRET_REFERENCE = re.compile(r"^\$\{(env|file):([^}]+)\}$")
+
+
+def expand_references(data: Any, base_dir: Path | None, path: str = "") -> Any:
+    """Replace whole-string values `${env:NAME}` / `${file:PATH}` so secrets stay out of the YAML.
+
+    Only a value that is exactly one reference is replaced; `$${...}` is a literal `${...}`.
+    Relative files resolve against the config file's folder; trailing newlines are stripped.
+    """
+    if isinstance(data, dict):
+        return {
+            key: expand_references(value, base_dir, f"{path}.{key}" if path else str(key))
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [expand_references(item, base_dir, f"{path}[{i}]") for i, item in enumerate(data)]
+    if not isinstance(data, str):
+        return data
+    if data.startswith("$${"):
+        return data[1:]
+    match = _SECRET_REFERENCE.match(data)
+    if match is None:
+        return data
+    kind, target = match.group(1), match.group(2).strip()
+    where = path or "<root>"
+    if kind == "env":
+        value = os.environ.get(target)
+        if not value:
+            raise ConfigError(f"{where}: the environment variable {target} is not set or empty")
+        return value
+    file_path = Path(target).expanduser()
+    if not file_path.is_absolute() and base_dir is not None:
+        file_path = base_dir / file_path
+    try:
+        value = file_path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot read {file_path}: {error.strerror}") from None
+    if not value:
+        raise ConfigError(f"{where}: {file_path} is empty")
+    return value
+
+
 def dev_config(data_dir: str | None = None) -> FinrtcConfig:
     """The embedded dev-mode config: loopback only, demo page and dev tokens on."""
     base = FinrtcConfig()
@@ -293,7 +336,7 @@ def load_config(
         config = dev_config(data_dir)
         dev_mode = True
     else:
-        config = parse_config(read_yaml(path), str(path))
+        config = parse_config(expand_references(read_yaml(path), path.resolve().parent), str(path))
         if data_dir is not None:
             config = config.model_copy(update={"data_dir": data_dir})
         dev_mode = False

@@ -82,3 +82,22 @@ def test_cli_overrides(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(API_SECRET_ENV, "e" * 40)
     loaded = load_config(None, data_dir=str(tmp_path), host="::1", port=9999)
     assert loaded.base_url == "http://[::1]:9999"
+
+
+def test_secret_references_from_env_and_files(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(API_SECRET_ENV, "e" * 40)
+    monkeypatch.setenv("TURN_PASSWORD", "turn-pass")
+    (tmp_path / "key.txt").write_text("k" * 40 + "\n")
+    path = write(
+        tmp_path,
+        "media: {ice_servers: [{urls: ['turn:turn.example:3478'], username: u, "
+        "credential: '${env:TURN_PASSWORD}'}]}\nauth: {api_keys: {backend: '${file:key.txt}'}}\n"
+        "server: {public_url: '$${literal}'}\n",
+    )
+    loaded = load_config(path)
+    assert loaded.config.media.ice_servers[0].credential == "turn-pass"
+    assert loaded.config.auth.api_keys["backend"] == "k" * 40
+    assert loaded.config.server.public_url == "${literal}"
+    monkeypatch.delenv("TURN_PASSWORD")
+    with pytest.raises(ConfigError, match=r"media.ice_servers\[0\].credential: the environment variable"):
+        load_config(path)

@@ -23,7 +23,6 @@ BUILTIN_HOOKS: dict[str, str] = {
     "visible_watermark": "finrtc.hooks.builtin.visible_watermark:VisibleWatermark",
     "forensic_watermark": "finrtc.hooks.builtin.forensic_watermark:ForensicWatermark",
     "face_presence": "finrtc.hooks.builtin.face_presence:FacePresence",
-    "speech_feed": "finrtc.compliance.speech_feed:SpeechFeed",
 }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -282,7 +283,10 @@ class TrackPipeline:
                         break
                     batch.append(queued)
                 try:
-                    results = await loop.run_in_executor(self._executor, self._process_batch, batch)
+                    # The copied context carries room/participant into the worker's log lines.
+                    results = await loop.run_in_executor(
+                        self._executor, contextvars.copy_context().run, self._process_batch, batch
+                    )
                 except Exception:
                     # A broken frame (odd format, encoder error) must not end the track.
                     log.exception("track %s: frame processing failed", self.track.track_id)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,17 +22,25 @@ from finrtc.errors import AuthError, BadRequestError
 from finrtc.hooks.chain import HookProvider
 from finrtc.hooks.contract import Role
 from finrtc.hooks.loader import load_hooks
+from finrtc.logging_setup import log_context
 from finrtc.media.ice import pin_host_addresses
 from finrtc.room import RoomManager
 from finrtc.session import ExtensionFactory
 from finrtc.signaling import room_api, whip
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
-from finrtc.signaling.http_errors import error_middleware
+from finrtc.signaling.http_errors import Handler, error_middleware
 from finrtc.webhooks.sender import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 LAG_PROBE_INTERVAL_S = 0.1
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every log line of a request (and of the tasks it starts) names the request and room."""
+    with log_context(request_id=secrets.token_hex(6), room=request.match_info.get("room")):
+        return await handler(request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -160,7 +169,9 @@ def build_app(
     # Built now so a bad webhook secret reference fails at start-up, naming its key.
     webhooks = WebhookDispatcher.from_loaded(loaded)
     executor = ThreadPoolExecutor(config.media.worker_threads, thread_name_prefix="finrtc-media")
-    app = web.Application(middlewares=[error_middleware], client_max_size=config.server.max_body_bytes)
+    app = web.Application(
+        middlewares=[request_context, error_middleware], client_max_size=config.server.max_body_bytes
+    )
     app[CONFIG] = loaded
     readiness = Readiness()
     app[READINESS] = readiness

@@ -161,6 +161,36 @@ def encode_event(
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str).encode()
 
 
+def signed_headers(
+    secret: bytes, event: WebhookEvent, attempt: int, timestamp: int
+) -> dict[str, str]:
+    """The headers of one delivery attempt (docs/webhooks.md lists them)."""
+    return {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: signature_header(secret, timestamp, event.body),
+        TIMESTAMP_HEADER: str(timestamp),
+        EVENT_ID_HEADER: event.id,
+        EVENT_TYPE_HEADER: event.type,
+        ATTEMPT_HEADER: str(attempt),
+    }
+
+
+def new_event(
+    event_type: str,
+    room: str,
+    data: Mapping[str, Any],
+    *,
+    occurred_at: float,
+    seq: int | None = None,
+    severity: str | None = None,
+) -> WebhookEvent:
+    event_id = f"evt_{uuid.uuid4().hex}"
+    body = encode_event(
+        event_id, event_type, room, data, occurred_at=occurred_at, seq=seq, severity=severity
+    )
+    return WebhookEvent(event_id, event_type, room, body)
+
+
 class _Endpoint:
     def __init__(
         self, position: int, config: WebhookEndpoint, secret: str, queue_size: int
@@ -292,10 +322,8 @@ class WebhookDispatcher:
         targets = [e for e in self._endpoints if e.wants(event_type)]
         if not targets:
             return None
-        event_id = f"evt_{uuid.uuid4().hex}"
         try:
-            body = encode_event(
-                event_id,
+            event = new_event(
                 event_type,
                 room,
                 data,
@@ -310,7 +338,6 @@ class WebhookDispatcher:
             for endpoint in targets:
                 self._count_drop(endpoint, "dropped", "an event could not be encoded")
             return None
-        event = WebhookEvent(event_id, event_type, room, body)
         accepted = False
         for endpoint in targets:
             if self._closed:
@@ -323,7 +350,7 @@ class WebhookDispatcher:
                 continue
             endpoint.depth.set(endpoint.queue.qsize())
             accepted = True
-        return event_id if accepted else None
+        return event.id if accepted else None
 
     def on_room_event(self, event: RoomEvent) -> None:
         """An `EventLog` listener: `event_log.add_listener(dispatcher.on_room_event)`."""
@@ -416,15 +443,7 @@ class WebhookDispatcher:
         self, endpoint: _Endpoint, event: WebhookEvent, attempt: int
     ) -> _AttemptResult:
         assert self._session is not None
-        timestamp = int(self._clock())
-        headers = {
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: signature_header(endpoint.secret, timestamp, event.body),
-            TIMESTAMP_HEADER: str(timestamp),
-            EVENT_ID_HEADER: event.id,
-            EVENT_TYPE_HEADER: event.type,
-            ATTEMPT_HEADER: str(attempt),
-        }
+        headers = signed_headers(endpoint.secret, event, attempt, int(self._clock()))
         started = time.perf_counter()
         try:
             async with self._session.post(
