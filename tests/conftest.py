@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from finrtc.config import LoadedConfig, parse_config
-from finrtc.services import extension_factories, prepare_data_dir
+from finrtc.services import prepare_data_dir
 from finrtc.signaling.server import build_app
 
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -38,9 +38,7 @@ class RunningServer:
 
 async def start_server(loaded: LoadedConfig, **kwargs: Any) -> RunningServer:
     prepare_data_dir(loaded)
-    app = build_app(
-        loaded, extension_factories=kwargs.pop("extension_factories", extension_factories(loaded)), **kwargs
-    )
+    app = build_app(loaded, **kwargs)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

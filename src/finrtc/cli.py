@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "finrtc.archive.cli",
     "finrtc.watermark_cli",
     "finrtc.webhooks.cli",
+    "finrtc.compliance.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -54,6 +54,7 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self._resources: dict[str, tuple[str, str]] = {}  # resource id -> (identity, "whip"|"whep")
         self.session: CallSession | None = None
+        self._closing_sessions: dict[CallSession, asyncio.Event] = {}
         self.last_session_id: str | None = None
         self.closed = False
         self._lock = asyncio.Lock()
@@ -63,6 +64,8 @@ class Room:
     def _route_event(self, event: RoomEvent) -> None:
         if self.session is not None:
             self.session.on_event(event)
+        for closing in self._closing_sessions:
+            closing.on_event(event)
         self._manager.on_room_event(event)
 
     def _emit_hook_event(self, event: HookEvent) -> None:
@@ -92,17 +95,31 @@ class Room:
             self.events.publish("session_started", {"session": session.session_id})
         return self.session
 
-    async def _end_session(self, clean: bool) -> None:
+    def _detach_session(self, clean: bool) -> CallSession | None:
+        """End the live session's bookkeeping now; its services are closed by `_close_session`.
+
+        A new publisher starts a new session at once; this one still hears the events its own
+        services emit while closing (the compliance report, sealed by the archive).
+        """
         session = self.session
         if session is None:
-            return
+            return None
         self.events.publish(
             "session_ended",
             {"session": session.session_id, "clean": clean, "media_time": round(session.clock(), 3)},
         )
         self.session = None
         self.last_session_id = session.session_id
-        await session.close(clean)
+        self._closing_sessions[session] = asyncio.Event()
+        return session
+
+    async def _close_session(self, session: CallSession, clean: bool) -> None:
+        try:
+            await session.close(clean)
+        finally:
+            done = self._closing_sessions.pop(session, None)
+            if done is not None:
+                done.set()
 
     # ---- participants -----------------------------------------------------------------------
 
@@ -311,13 +328,22 @@ class Room:
         return entry[0]
 
     async def end_resource(self, resource_id: str, *, reason: str, clean: bool = True) -> None:
+        # Serialised with publish/subscribe and other ends, so a participant's events keep their
+        # order (its tracks are unpublished before it leaves). Closing the session's services can
+        # take seconds (final recognition, sealing): that happens after the lock is released.
+        async with self._lock:
+            ending = await self._end_resource(resource_id, reason, clean)
+        if ending is not None:
+            await self._close_session(ending, clean)
+
+    async def _end_resource(self, resource_id: str, reason: str, clean: bool) -> CallSession | None:
         entry = self._resources.pop(resource_id, None)
         if entry is None:
-            return
+            return None
         identity, kind = entry
         participant = self.participants.get(identity)
         if participant is None:
-            return
+            return None
         if kind == "whip" and participant.publication is not None:
             publication = participant.publication
             participant.publication = None
@@ -328,6 +354,7 @@ class Room:
                     "track_unpublished",
                     {
                         "participant": identity,
+                        "role": participant.role.value,
                         "track": pipeline.track.track_id,
                         "kind": pipeline.kind.value,
                         "reason": reason,
@@ -341,9 +368,11 @@ class Room:
             if subscription is not None:
                 await subscription.peer.close()
                 self._detach(subscription)
-        self._maybe_leave(participant, reason)
+        ending = None
         if not any(p.publication is not None for p in self.participants.values()):
-            await self._end_session(clean)
+            ending = self._detach_session(clean)
+        self._maybe_leave(participant, reason)
+        return ending
 
     def _detach(self, subscription: Subscription) -> None:
         if subscription.bound_to is None:
@@ -374,7 +403,13 @@ class Room:
         self.closed = True
         for resource_id in list(self._resources):
             await self.end_resource(resource_id, reason=reason, clean=clean)
-        await self._end_session(clean)
+        ending = self._detach_session(clean)
+        if ending is not None:
+            await self._close_session(ending, clean)
+        # Sessions ended just before (the last participant left) may still be closing: their
+        # final events must reach the stream before it closes.
+        for done in list(self._closing_sessions.values()):
+            await done.wait()
         self.events.publish("room_closed", {"reason": reason})
         self.events.close()
 
@@ -462,7 +497,10 @@ class RoomManager:
         room = Room(name, policy, self, explicit=explicit)
         self.rooms[name] = room
         metrics.ROOMS.inc()
-        room.events.publish("room_started", {"policy": policy.model_dump(), "explicit": explicit})
+        # The policy (retention, residency, script) is for staff, not for customers.
+        room.events.publish(
+            "room_started", {"policy": policy.model_dump(), "explicit": explicit}, audience=STAFF
+        )
         return room
 
     async def close_room(self, name: str, reason: str = "closed") -> None:

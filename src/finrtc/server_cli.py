@@ -15,7 +15,7 @@ from aiohttp import web
 from finrtc.auth import mint_token
 from finrtc.config import LoadedConfig, load_config
 from finrtc.hooks.contract import Role
-from finrtc.services import extension_factories, prepare_data_dir
+from finrtc.services import prepare_data_dir
 from finrtc.signaling.context import READINESS, ROOMS
 from finrtc.signaling.server import build_app
 
@@ -29,7 +29,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(loaded: LoadedConfig) -> int:
     prepare_data_dir(loaded)
-    app = build_app(loaded, extension_factories=extension_factories(loaded))
+    app = build_app(loaded)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     server = loaded.config.server

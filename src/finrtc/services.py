@@ -7,19 +7,23 @@ nothing about recording or scripts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nacl.public import PublicKey
 
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
 from finrtc.archive.recorder import SessionRecorder, storage_from_config
 from finrtc.archive.storage import Storage
+from finrtc.compliance.runtime import ComplianceRuntime
+from finrtc.compliance.session import ComplianceSession
 from finrtc.config import LoadedConfig
 from finrtc.errors import ArchiveError, CapacityError, FinrtcError
 from finrtc.events import RoomEvent
 from finrtc.hooks.chain import HookProvider
+from finrtc.hooks.contract import Severity
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 
@@ -132,8 +136,82 @@ def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
     return create
 
 
-def extension_factories(loaded: LoadedConfig) -> list[ExtensionFactory]:
-    factories: list[ExtensionFactory] = []
-    if loaded.config.archive.enabled:
-        factories.append(archive_factory(loaded))
-    return factories
+class ComplianceExtension:
+    """Script compliance for one call session: taps every audio track into the recognizer."""
+
+    name = "compliance"
+
+    def __init__(
+        self, session: ComplianceSession, room: str, finished: Callable[[str, dict[str, Any]], None]
+    ) -> None:
+        self.session = session
+        self._room = room
+        self._finished = finished
+
+    def hook_providers(self) -> Sequence[HookProvider]:
+        return (self.session.tap_provider,)
+
+    def keyframe_interval_s(self) -> float | None:
+        return None
+
+    def on_track(self, pipeline: TrackPipeline) -> None:
+        pass
+
+    def on_event(self, event: RoomEvent) -> None:
+        pass
+
+    async def close(self, clean: bool) -> None:
+        # Closing publishes the final report as an event; the archive (closed after us) seals it.
+        report = await self.session.close()
+        self._finished(self._room, report)
+
+
+FINAL_REPORTS_KEPT = 1000
+
+
+class Services:
+    """The session services of one server, built (and validated) before it starts."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.loaded = loaded
+        self.compliance = ComplianceRuntime.from_config(loaded)
+        self._live: dict[str, ComplianceSession] = {}
+        self._final_reports: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Compliance closes before the archive, so its final report is sealed in the recording.
+        self.factories: list[ExtensionFactory] = []
+        if self.compliance is not None:
+            self.factories.append(self._compliance_extension)
+        if loaded.config.archive.enabled:
+            self.factories.append(archive_factory(loaded))
+
+    def start(self) -> None:
+        if self.compliance is not None:
+            self.compliance.start()
+
+    async def close(self) -> None:
+        if self.compliance is not None:
+            await self.compliance.close()
+
+    async def _compliance_extension(self, room: Room, session: CallSession) -> SessionExtension | None:
+        assert self.compliance is not None
+
+        def publish(event_type: str, data: dict[str, Any], severity: Severity, audience: Any) -> object:
+            return room.events.publish(event_type, data, severity=severity, audience=audience)
+
+        compliance = self.compliance.create_session(room.name, room.policy, publish)
+        if compliance is None:
+            return None
+        compliance.start()
+        self._live[room.name] = compliance
+        return ComplianceExtension(compliance, room.name, self._remember_report)
+
+    def _remember_report(self, room: str, report: dict[str, Any]) -> None:
+        self._live.pop(room, None)
+        self._final_reports[room] = report
+        self._final_reports.move_to_end(room)
+        while len(self._final_reports) > FINAL_REPORTS_KEPT:
+            self._final_reports.popitem(last=False)
+
+    def compliance_lookup(self, room: str) -> ComplianceSession | dict[str, Any] | None:
+        """The live session of a room, else the final report of its last call (bounded memory)."""
+        return self._live.get(room) or self._final_reports.get(room)

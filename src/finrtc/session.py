@@ -64,6 +64,7 @@ class CallSession:
         self._epoch = time.monotonic()
         self.extensions: list[SessionExtension] = []
         self.closed = False
+        self._closed: set[SessionExtension] = set()
 
     def clock(self) -> float:
         """Seconds since the session started: the media time every pts is measured on."""
@@ -81,9 +82,9 @@ class CallSession:
             extension.on_track(pipeline)
 
     def on_event(self, event: RoomEvent) -> None:
-        if self.closed:
-            return
         for extension in self.extensions:
+            if extension in self._closed:
+                continue
             try:
                 extension.on_event(event)
             except Exception:
@@ -92,6 +93,8 @@ class CallSession:
                 )
 
     async def close(self, clean: bool) -> None:
+        """Close services in order; one still open keeps receiving the events the others emit
+        while closing (the archive, last, seals the final compliance report)."""
         if self.closed:
             return
         self.closed = True
@@ -100,6 +103,7 @@ class CallSession:
                 await extension.close(clean)
             except Exception:
                 log.exception("session %s: %s failed to close", self.session_id, extension.name)
+            self._closed.add(extension)
 
     def to_json(self) -> dict[str, object]:
         return {

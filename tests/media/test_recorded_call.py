@@ -113,8 +113,19 @@ async def test_real_call_is_recorded_verified_and_exported(tmp_path: Path, http)
 
     # A copy for an auditor names its recipient; the plain export names nobody.
     marked = tmp_path / "for-auditor.webm"
-    result = finrtc("export", str(session_dir), "--out", str(marked), "--signer-key", str(keys.signer_pub),
-                    "--archive-key", str(keys.archive_key), "--quiet", "--mark-for", "auditor-jane")
+    result = finrtc(
+        "export",
+        str(session_dir),
+        "--out",
+        str(marked),
+        "--signer-key",
+        str(keys.signer_pub),
+        "--archive-key",
+        str(keys.archive_key),
+        "--quiet",
+        "--mark-for",
+        "auditor-jane",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     mark = json.loads((tmp_path / "for-auditor.webm.mark.json").read_text())
     found = finrtc("watermark", "extract", str(marked), "--json")

@@ -344,7 +344,7 @@ LIVE_PREFIXES = (
     "finrtc_rooms", "finrtc_participants", "finrtc_published", "finrtc_subscribed",
     "finrtc_frames", "finrtc_packets", "finrtc_encode", "finrtc_encoders", "finrtc_hook_",
     "finrtc_subscriber", "finrtc_keyframe", "finrtc_upstream", "finrtc_sink", "finrtc_http",
-    "finrtc_event_loop", "finrtc_archive", "finrtc_face", "process_",
+    "finrtc_event_loop", "finrtc_archive", "finrtc_face", "finrtc_compliance", "process_",
 )
 
 

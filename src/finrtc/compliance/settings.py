@@ -10,15 +10,25 @@ from finrtc.config_base import StrictModel
 
 
 class RecognizerConfig(StrictModel):
+    # pocketsphinx: the en-us model shipped in the pocketsphinx wheel.
+    # model_dir: a model folder (with finrtc-model.yaml) pinned by model_sha256.
     backend: Literal["pocketsphinx", "model_dir"] = "pocketsphinx"
     model_dir: str | None = None
     model_sha256: str | None = None
+    # Recognizer worker processes shared by all rooms (one decoder per audio track).
     workers: int = Field(default=1, ge=1, le=8)
-    queue_seconds: float = Field(default=10.0, gt=0)
+    # Audio a worker may have queued before new audio is dropped (and alerted).
+    queue_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Full decoding of speech segments: the evidence transcript and negation check.
+    # Off = keyphrase spotting only (~10x cheaper, but negated confirmations cannot be told apart).
+    transcribe: bool = True
 
 
 class ComplianceConfig(StrictModel):
     enabled: bool = True
     # name -> YAML file; relative paths resolve against the config file's folder.
+    # "builtin:NAME" names a script shipped with finrtc (e.g. builtin:demo_insurance_en).
     scripts: dict[str, str] = Field(default_factory=dict)
     recognizer: RecognizerConfig = Field(default_factory=RecognizerConfig)
+    # Seconds between deadline checks.
+    tick_interval_s: float = Field(default=1.0, gt=0, le=60)

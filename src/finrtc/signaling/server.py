@@ -25,6 +25,8 @@ from finrtc.hooks.loader import load_hooks
 from finrtc.logging_setup import log_context
 from finrtc.media.ice import pin_host_addresses
 from finrtc.room import RoomManager
+from finrtc.compliance.routes import compliance_routes
+from finrtc.services import Services
 from finrtc.session import ExtensionFactory
 from finrtc.signaling import room_api, whip
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
@@ -156,13 +158,21 @@ async def _measure_loop_lag(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
+def _no_compliance(room: str) -> None:
+    return None
+
+
 def build_app(
     loaded: LoadedConfig,
     *,
     hook_factories: Sequence[HookProvider] | None = None,
-    extension_factories: Sequence[ExtensionFactory] = (),
+    extension_factories: Sequence[ExtensionFactory] | None = None,
 ) -> web.Application:
+    """The server. Session services (archive, compliance) come from the config unless a test
+    passes its own `extension_factories`."""
     config = loaded.config
+    services = Services(loaded) if extension_factories is None else None
+    factories = services.factories if services is not None else list(extension_factories or ())
     if hook_factories is None:
         hook_factories = load_hooks(config.hooks, loaded.source.parent if loaded.source else None)
     pin_host_addresses(config.media.bind_addresses)
@@ -177,7 +187,9 @@ def build_app(
     app[READINESS] = readiness
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        rooms = RoomManager(loaded, hook_factories, executor, extension_factories)
+        if services is not None:
+            services.start()
+        rooms = RoomManager(loaded, hook_factories, executor, factories)
         app[ROOMS] = rooms
         webhooks.start()
         rooms.add_event_listener(webhooks.on_room_event)
@@ -189,6 +201,8 @@ def build_app(
         await rooms.shutdown()
         # Room-closed and session-ended events are worth a short wait; a dead backend is not.
         await webhooks.close(min(config.server.drain_timeout_s, 5.0))
+        if services is not None:
+            await services.close()
         executor.shutdown(wait=True, cancel_futures=True)
 
     app.cleanup_ctx.append(lifecycle)
@@ -199,6 +213,8 @@ def build_app(
     app.router.add_get("/v1/rooms/{room}/events", room_events)
     whip.add_routes(app)
     room_api.add_routes(app)
+    lookup = services.compliance_lookup if services is not None else _no_compliance
+    app.add_routes(compliance_routes(lookup, room_api.authorize_room_request))
     if config.server.demo_page:
         app.router.add_get("/", demo_page)
         app.router.add_get("/demo.js", demo_script)

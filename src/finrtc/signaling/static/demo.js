@@ -116,17 +116,17 @@
       body: pc.localDescription.sdp,
     });
     if (response.status !== 201) throw await serverError(response);
-    const location = response.headers.get("Location");
-    if (!location) throw new Error("the server answered without a Location header");
+    const resource = response.headers.get("Location");
+    if (!resource) throw new Error("the server answered without a Location header");
     const answer = await response.text();
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
-    return new URL(location, response.url).toString();
+    return new URL(resource, response.url).toString();
   }
 
-  async function deleteResource(location, token, keepalive) {
-    if (!location) return;
+  async function deleteResource(resource, token, keepalive) {
+    if (!resource) return;
     try {
-      const response = await fetch(location, {
+      const response = await fetch(resource, {
         method: "DELETE",
         headers: { "Authorization": "Bearer " + token },
         keepalive: Boolean(keepalive),
@@ -134,7 +134,7 @@
       // 404: the server already ended it (for example after the connection dropped).
       if (!response.ok && response.status !== 404) throw await serverError(response);
     } catch (error) {
-      if (!keepalive) console.warn("ending", location, "failed:", error);
+      if (!keepalive) console.warn("ending", resource, "failed:", error);
     }
   }
 
@@ -161,13 +161,16 @@
           new Error("The media connection failed. Leave and join again."));
       }
     });
-    current.publishLocation = await negotiate(pc, `/whip/${encodeURIComponent(current.room)}`, current.token);
+    const resource = await negotiate(pc, `/whip/${encodeURIComponent(current.room)}`, current.token);
+    if (abandoned(current, pc, resource)) return;
+    current.publishLocation = resource;
     $("fact-publish").textContent = describeState(pc);
   }
 
   // The server binds the WHEP tracks to the watched role's publisher now or when it publishes,
   // so this can run before the other party has joined.
   async function watch(current) {
+    if (call !== current) return;
     const pc = new RTCPeerConnection({ iceServers: [] });
     const stream = new MediaStream();
     pc.addTransceiver("video", { direction: "recvonly" });
@@ -183,9 +186,18 @@
     current.remoteStream = stream;
     $("remote-video").srcObject = stream;
     const query = `?role=${encodeURIComponent(current.watchRole)}`;
-    current.watchLocation = await negotiate(pc, `/whep/${encodeURIComponent(current.room)}${query}`, current.token);
+    const resource = await negotiate(pc, `/whep/${encodeURIComponent(current.room)}${query}`, current.token);
+    if (abandoned(current, pc, resource)) return;
+    current.watchLocation = resource;
     $("fact-watch").textContent = describeState(pc);
     playRemote();
+  }
+
+  // The user left while an offer was in flight: end the session the server just created.
+  function abandoned(current, pc, resource) {
+    if (call === current) return false;
+    deleteResource(resource, current.token, false).finally(() => pc.close());
+    return true;
   }
 
   function playRemote() {
@@ -562,6 +574,7 @@
 
       step = "Could not publish your camera and microphone.";
       await publish(current);
+      if (call !== current) return;
       // The room exists once we publish: the event stream and the viewer can attach now.
       connectEvents(current);
       step = "Could not start receiving the other party.";

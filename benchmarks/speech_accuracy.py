@@ -1,0 +1,311 @@
+"""Script-compliance speech accuracy: detection rate, false alarms, real-time factor.
+
+Synthesizes a corpus with Debian flite (several voices): target sentences that contain a stage's
+phrase of the demo insurance script, and near-miss distractors (negated confirmations, similar
+sounding words, unrelated speech). Each voice's corpus is one continuous stream (1 s pauses),
+recognized clean (16 kHz) and after the WebRTC path (48 kHz stereo, libopus encode/decode, the
+audio tap's downsampler), with the same recognizer and acceptance rules the server uses.
+
+    .venv/bin/python benchmarks/speech_accuracy.py [--voices slt,rms,awb,kal16] [--out FILE]
+
+Writes JSON under benchmarks/results/ and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from numpy.typing import NDArray
+
+from finrtc.compliance.recognizer import (
+    SAMPLE_RATE,
+    PocketsphinxRecognizer,
+    RecognitionResult,
+    builtin_model,
+)
+from finrtc.compliance.script import load_script
+from finrtc.compliance.tap import Downsampler
+from finrtc.compliance.tracker import Speaker, StageTracker
+from finrtc.hooks.contract import Role
+
+TARGETS = [
+    ("Hello, my name is Alice Brown.", "identity"),
+    ("I am a licensed insurance agent.", "identity"),
+    ("This policy is issued by Northwind Life.", "product"),
+    ("The insurance company is Contoso Mutual.", "product"),
+    ("Please note that returns are not guaranteed.", "risk_notice"),
+    ("The value of your policy can go down as well as up.", "risk_notice"),
+    ("The policy does not cover pre existing conditions.", "exclusions"),
+    ("The following exclusions apply to this contract.", "exclusions"),
+    ("Yes, I have understood and I agree.", "customer_confirmation"),
+    ("I understand and agree.", "customer_confirmation"),
+]
+DISTRACTORS = [
+    "I have not understood and I do not agree.",
+    "I don't understand and I don't agree.",
+    "No, I do not agree with this.",
+    "I disagree with that.",
+    "I have understood the question.",
+    "My game is to win.",
+    "The police do not care about that.",
+    "This pottery is issued by the museum.",
+    "Could you repeat the last part please?",
+    "The weather is nice today.",
+]
+PAUSE_S = 1.0
+
+
+@dataclass
+class Utterance:
+    text: str
+    stage: str | None
+    start: float
+    end: float
+
+
+def synthesize(text: str, voice: str, folder: Path) -> NDArray[np.int16]:
+    path = folder / f"{voice}-{abs(hash(text))}.wav"
+    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True)
+    with wave.open(str(path)) as handle:
+        pcm = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
+        rate = handle.getframerate()
+    if rate != SAMPLE_RATE:
+        raise SystemExit(f"flite voice {voice} speaks at {rate} Hz; use a 16 kHz voice")
+    return pcm
+
+
+def build_stream(voice: str, folder: Path) -> tuple[NDArray[np.int16], list[Utterance]]:
+    pieces = [np.zeros(int(SAMPLE_RATE * PAUSE_S), dtype=np.int16)]
+    utterances = []
+    cursor = PAUSE_S
+    items: list[tuple[str, str | None]] = [*TARGETS, *((text, None) for text in DISTRACTORS)]
+    # Interleave targets and distractors so context cannot help either.
+    order = [item for pair in zip(items[: len(TARGETS)], items[len(TARGETS) :], strict=True) for item in pair]
+    for text, stage in order:
+        pcm = synthesize(text, voice, folder)
+        utterances.append(Utterance(text, stage, cursor, cursor + len(pcm) / SAMPLE_RATE))
+        pieces += [pcm, np.zeros(int(SAMPLE_RATE * PAUSE_S), dtype=np.int16)]
+        cursor += len(pcm) / SAMPLE_RATE + PAUSE_S
+    return np.concatenate(pieces), utterances
+
+
+def webrtc_path(pcm: NDArray[np.int16]) -> NDArray[np.int16]:
+    """16 kHz mono -> 48 kHz stereo -> libopus 32 kb/s -> decode -> the tap's downsampler."""
+    resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000)
+    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = SAMPLE_RATE
+    frame.time_base = Fraction(1, SAMPLE_RATE)
+    frame.pts = 0
+    stereo = np.concatenate(
+        [out.to_ndarray().reshape(-1, 2) for out in [*resampler.resample(frame), *resampler.resample(None)]]
+    )
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = 48000
+    encoder.layout = "stereo"
+    encoder.format = av.AudioFormat("s16")
+    encoder.bit_rate = 32000
+    encoder.open()
+    decoder = av.CodecContext.create("libopus", "r")
+    decoder.sample_rate = 48000
+    decoder.layout = "stereo"
+    decoder.open()
+    downsampler = Downsampler(48000)
+    out: list[NDArray[np.int16]] = []
+
+    def take(decoded: Any) -> None:
+        array = decoded.to_ndarray()
+        array = array.T if decoded.format.is_planar else array.reshape(-1, 2)
+        if array.dtype != np.int16:
+            array = np.clip(array * 32768.0, -32768, 32767).astype(np.int16)
+        out.append(downsampler.process(np.ascontiguousarray(array)))
+
+    for start in range(0, len(stereo) - 959, 960):
+        chunk = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(stereo[start : start + 960]).reshape(1, -1),
+            format="s16",
+            layout="stereo",
+        )
+        chunk.sample_rate = 48000
+        chunk.pts = start
+        chunk.time_base = Fraction(1, 48000)
+        for packet in encoder.encode(chunk):
+            for decoded in decoder.decode(packet):
+                take(decoded)
+    for packet in encoder.encode(None):
+        for decoded in decoder.decode(packet):
+            take(decoded)
+    return np.concatenate(out)
+
+
+def recognize(pcm: NDArray[np.int16], transcribe: bool) -> tuple[list[RecognitionResult], float]:
+    script = load_script("builtin:demo_insurance_en")
+    phrases = script.phrases_for(Role.AGENT) + script.phrases_for(Role.CUSTOMER)
+    recognizer = PocketsphinxRecognizer("bench", builtin_model(), phrases, transcribe=transcribe)
+    results: list[RecognitionResult] = []
+    block = SAMPLE_RATE // 10
+    for offset in range(0, len(pcm), block):
+        results += recognizer.feed(pcm[offset : offset + block], offset / SAMPLE_RATE)
+    results += recognizer.flush()
+    return results, recognizer.cpu_seconds / recognizer.audio_seconds
+
+
+def accepted_stages(result: RecognitionResult, use_keywords: bool, use_text: bool) -> set[str]:
+    """Stages the server would count for this result (roles ignored: any speaker)."""
+    script = load_script("builtin:demo_insurance_en")
+    stripped = RecognitionResult(
+        result.stream_id,
+        result.text if use_text else None,
+        result.keywords if use_keywords else (),
+        result.start,
+        result.end,
+        result.confidence,
+        result.engine,
+        result.model_digest,
+    )
+    found: set[str] = set()
+    for role in (Role.AGENT, Role.CUSTOMER):
+        tracker = StageTracker(script)
+        for candidate in tracker.candidates(Speaker("x", role, "t"), stripped):
+            if candidate.negation_cue is None:
+                found.add(candidate.stage.spec.id)
+    return found
+
+
+def score(
+    utterances: list[Utterance], results: list[RecognitionResult], keywords: bool, text: bool
+) -> dict[str, Any]:
+    detected = 0
+    false_alarms: list[dict[str, Any]] = []
+    misses: list[str] = []
+
+    def overlap(result: RecognitionResult, utterance: Utterance) -> float:
+        return min(result.end, utterance.end) - max(result.start, utterance.start)
+
+    # Each result belongs to the utterance it overlaps most (the endpointer sometimes joins
+    # two sentences across a pause; keyword hits carry their own time).
+    owner: dict[int, list[RecognitionResult]] = {}
+    for result in results:
+        index = max(range(len(utterances)), key=lambda i: overlap(result, utterances[i]))
+        owner.setdefault(index, []).append(result)
+    for index, utterance in enumerate(utterances):
+        window = owner.get(index, [])
+        stages: set[str] = set()
+        for result in window:
+            stages |= accepted_stages(result, keywords, text)
+        if utterance.stage is not None:
+            if utterance.stage in stages:
+                detected += 1
+            else:
+                misses.append(utterance.text)
+        elif stages:
+            heard = " | ".join(r.text or "" for r in window)
+            false_alarms.append({"text": utterance.text, "stages": sorted(stages), "heard": heard})
+    targets = sum(1 for u in utterances if u.stage is not None)
+    return {
+        "targets": targets,
+        "detected": detected,
+        "detection_rate": round(detected / targets, 3),
+        "distractors": len(utterances) - targets,
+        "false_alarms": len(false_alarms),
+        "false_alarm_details": false_alarms,
+        "missed": misses,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--voices", default="slt,rms,awb,kal16")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results" / "speech_accuracy.json",
+    )
+    args = parser.parse_args()
+    if shutil.which("flite") is None:
+        print("Debian flite is required (apt-get install flite)", file=sys.stderr)
+        return 2
+    voices = [voice for voice in args.voices.split(",") if voice]
+    modes = {
+        "keywords_only": (True, False),
+        "transcript_only": (False, True),
+        "keywords_and_transcript": (True, True),
+    }
+    totals: dict[str, dict[str, dict[str, int]]] = {}
+    per_stream: list[dict[str, Any]] = []
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for voice in voices:
+            clean, utterances = build_stream(voice, folder)
+            for condition, pcm in (("clean_16k", clean), ("opus_48k", webrtc_path(clean))):
+                full, rtf_full = recognize(pcm, transcribe=True)
+                spotted, rtf_kws = recognize(pcm, transcribe=False)
+                entry: dict[str, Any] = {
+                    "voice": voice,
+                    "condition": condition,
+                    "audio_seconds": round(len(pcm) / SAMPLE_RATE, 2),
+                    "rtf_keywords_only": round(rtf_kws, 4),
+                    "rtf_keywords_and_transcript": round(rtf_full, 4),
+                    "modes": {},
+                }
+                for mode, (use_keywords, use_text) in modes.items():
+                    source = spotted if mode == "keywords_only" else full
+                    result = score(utterances, source, use_keywords, use_text)
+                    entry["modes"][mode] = result
+                    bucket = totals.setdefault(condition, {}).setdefault(
+                        mode, {"targets": 0, "detected": 0, "distractors": 0, "false_alarms": 0}
+                    )
+                    for key in bucket:
+                        bucket[key] += result[key]
+                per_stream.append(entry)
+                print(
+                    f"{voice:6s} {condition:9s} rtf kws {rtf_kws:.3f} full {rtf_full:.3f}  "
+                    + "  ".join(
+                        f"{mode}: {entry['modes'][mode]['detected']}/"
+                        f"{entry['modes'][mode]['targets']} fa "
+                        f"{entry['modes'][mode]['false_alarms']}"
+                        for mode in modes
+                    ),
+                    flush=True,
+                )
+    summary = {
+        "benchmark": "speech_accuracy",
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "engine": "pocketsphinx",
+        "model_digest": builtin_model().digest,
+        "voices": voices,
+        "corpus": {"targets": TARGETS, "distractors": DISTRACTORS},
+        "totals": totals,
+        "streams": per_stream,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for condition, modes_total in totals.items():
+        for mode, bucket in modes_total.items():
+            print(
+                f"TOTAL {condition:9s} {mode:24s} detected {bucket['detected']}/"
+                f"{bucket['targets']}  false alarms {bucket['false_alarms']}/"
+                f"{bucket['distractors']}"
+            )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,471 @@
+"""Speech recognizers: feed 16 kHz mono int16 PCM, get keyword hits and utterance transcripts.
+
+Recognizers run inside worker processes (see `finrtc.compliance.workers`); nothing here touches
+the event loop. Backends:
+
+- `pocketsphinx` (default): the en-us model shipped in the pocketsphinx wheel.
+- `model_dir`: a model folder named in config together with its expected sha256, described by
+  a `finrtc-model.yaml` manifest. finrtc bundles and downloads no third-party weights.
+
+How pocketsphinx is used, and why: keyphrase spotting (kws) is cheap (~0.02 CPU-s per audio-s)
+and detects the script's phrases reliably, but it only ever reports the phrases it was given,
+so it cannot see "I have *not* understood". Full decoding with the language model is ~10x
+costlier but yields the evidence transcript, which the phrase matcher checks (negation included).
+So each stream runs both: kws over all audio for detection, and full decoding only over the
+speech segments a voice-activity endpointer finds. Each utterance is reported once, with its
+transcript and the keyphrases spotted inside it. (JSGF grammars are not used: they force every
+utterance onto a grammar path and turned a negated confirmation into a match.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import yaml
+from numpy.typing import NDArray
+from pydantic import Field, ValidationError
+
+from finrtc.config import format_validation_error
+from finrtc.config_base import StrictModel
+from finrtc.errors import ConfigError
+
+SAMPLE_RATE = 16000
+MANIFEST_NAME = "finrtc-model.yaml"
+_FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordHit:
+    phrase: str
+    media_time: float
+    end_time: float
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionResult:
+    """One utterance (or, without transcription, one keyword hit) from one stream."""
+
+    stream_id: str
+    # The full-decoding transcript; None when transcription is off.
+    text: str | None
+    keywords: tuple[KeywordHit, ...]
+    # Media time of the track (seconds) where the utterance starts / ends.
+    start: float
+    end: float
+    confidence: float
+    engine: str
+    model_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Everything a worker needs to build a decoder; picklable."""
+
+    engine: Literal["pocketsphinx"]
+    language: str
+    acoustic_model: str
+    dictionary: str
+    language_model: str | None
+    digest: str
+    source: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Recognizer(Protocol):
+    engine: str
+    model_digest: str
+
+    def feed(self, pcm: NDArray[np.int16], media_time: float) -> list[RecognitionResult]: ...
+
+    def flush(self) -> list[RecognitionResult]: ...
+
+
+# --- model digests ------------------------------------------------------------------------------
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_digest(root: Path, files: Sequence[Path] | None = None) -> str:
+    """sha256 over "relative/path NUL sha256-of-file LF" for every file, sorted by path.
+
+    Stable across copies and machines; any changed, added or removed file changes it.
+    """
+    root = root.resolve()
+    if files is None:
+        files = [path for path in root.rglob("*") if path.is_file()]
+    lines = []
+    for path in files:
+        relative = path.resolve().relative_to(root).as_posix()
+        lines.append(f"{relative}\0{_file_digest(path)}\n")
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+_builtin_cache: ModelSpec | None = None
+
+
+def builtin_model() -> ModelSpec:
+    """The en-us model shipped in the pocketsphinx wheel (digest computed once per process)."""
+    global _builtin_cache
+    if _builtin_cache is None:
+        try:
+            import pocketsphinx
+        except ImportError:
+            raise ConfigError(
+                "compliance.recognizer.backend is pocketsphinx but the package is not "
+                "installed; install finrtc[speech]"
+            ) from None
+        base = Path(pocketsphinx.get_model_path()) / "en-us"
+        acoustic = base / "en-us"
+        dictionary = base / "cmudict-en-us.dict"
+        language_model = base / "en-us.lm.bin"
+        files = [*sorted(acoustic.iterdir()), dictionary, language_model]
+        _builtin_cache = ModelSpec(
+            engine="pocketsphinx",
+            language="en",
+            acoustic_model=str(acoustic),
+            dictionary=str(dictionary),
+            language_model=str(language_model),
+            digest=tree_digest(base, files),
+            source="pocketsphinx:en-us",
+        )
+    return _builtin_cache
+
+
+class ModelManifest(StrictModel):
+    """`finrtc-model.yaml` inside a model folder; paths are relative to that folder."""
+
+    engine: Literal["pocketsphinx"]
+    language: Literal["en", "zh"]
+    acoustic_model: str
+    dictionary: str
+    language_model: str | None = None
+    description: str = Field(default="", max_length=500)
+
+
+def _inside(root: Path, relative: str, key: str) -> Path:
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise ConfigError(f"{root / MANIFEST_NAME}: {key} must stay inside the model folder")
+    if not path.exists():
+        raise ConfigError(f"{root / MANIFEST_NAME}: {key} {relative!r} does not exist in {root}")
+    return path
+
+
+def load_model_dir(model_dir: Path, expected_sha256: str | None) -> ModelSpec:
+    """Validate a model folder and check it against the configured digest."""
+    key = "compliance.recognizer.model_dir"
+    if expected_sha256 is None:
+        raise ConfigError(
+            "compliance.recognizer.model_sha256 is required with backend model_dir: pin the "
+            "model you audited (finrtc compliance model-digest DIR prints it)"
+        )
+    if not re.fullmatch(r"[0-9a-f]{64}", expected_sha256):
+        raise ConfigError(
+            "compliance.recognizer.model_sha256 must be 64 lowercase hex digits (a sha256)"
+        )
+    root = model_dir.expanduser().resolve()
+    if not root.is_dir():
+        raise ConfigError(f"{key}: {root} is not a folder")
+    manifest_path = root / MANIFEST_NAME
+    try:
+        data: Any = yaml.safe_load(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{key}: {root} has no {MANIFEST_NAME} describing the model "
+            "(engine, language, acoustic_model, dictionary, language_model)"
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{manifest_path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{manifest_path}: the top level must be a mapping")
+    try:
+        manifest = ModelManifest.model_validate(data)
+    except ValidationError as error:
+        details = format_validation_error(error)
+        raise ConfigError(f"{manifest_path} is invalid:\n{details}") from None
+    acoustic = _inside(root, manifest.acoustic_model, "acoustic_model")
+    dictionary = _inside(root, manifest.dictionary, "dictionary")
+    language_model = (
+        _inside(root, manifest.language_model, "language_model")
+        if manifest.language_model
+        else None
+    )
+    digest = tree_digest(root)
+    if digest != expected_sha256:
+        raise ConfigError(
+            f"{key}: the model in {root} has sha256 {digest} but "
+            f"compliance.recognizer.model_sha256 expects {expected_sha256}; the model files "
+            "changed since they were pinned. Restore them or pin the new digest after review."
+        )
+    return ModelSpec(
+        engine=manifest.engine,
+        language=manifest.language,
+        acoustic_model=str(acoustic),
+        dictionary=str(dictionary),
+        language_model=str(language_model) if language_model else None,
+        digest=digest,
+        source=f"model_dir:{root}",
+    )
+
+
+# --- pocketsphinx -------------------------------------------------------------------------------
+
+_KWS_WORD = re.compile(r"[a-z0-9']+")
+
+
+def keyphrase_threshold(words: int) -> float:
+    """Detection threshold for a keyphrase of `words` words (longer phrases need lower ones).
+
+    Tuned with benchmarks/speech_accuracy.py on flite voices, clean and after Opus.
+    """
+    # 1e-15 for three words: at 1e-20 "my game is" already fired for "my name is" after Opus.
+    return 10.0 ** -(5 * min(max(words, 2), 8))
+
+
+def keyphrase_words(phrase: str) -> list[str]:
+    return _KWS_WORD.findall(phrase.lower().replace("\u2019", "'"))
+
+
+class PocketsphinxRecognizer:
+    """Keyphrase spotting over all audio plus full decoding of each speech segment."""
+
+    engine = "pocketsphinx"
+
+    def __init__(
+        self,
+        stream_id: str,
+        model: ModelSpec,
+        phrases: Sequence[str],
+        *,
+        transcribe: bool = True,
+    ) -> None:
+        import pocketsphinx
+
+        self.stream_id = stream_id
+        self.model_digest = model.digest
+        self.transcribe = transcribe
+        common: dict[str, Any] = {
+            "hmm": model.acoustic_model,
+            "dict": model.dictionary,
+            "samprate": SAMPLE_RATE,
+            "loglevel": "FATAL",
+        }
+        self._kws: Any = None
+        self.keyphrases: dict[str, str] = {}
+        self.skipped_phrases: list[str] = []
+        probe: Any = None
+        entries = []
+        for phrase in phrases:
+            words = keyphrase_words(phrase)
+            if not words:
+                continue
+            if probe is None:
+                probe = pocketsphinx.Decoder(lm=None, **common)
+            if any(probe.lookup_word(word) is None for word in words):
+                # Out-of-vocabulary phrases can only be found in the transcript.
+                self.skipped_phrases.append(phrase)
+                continue
+            spoken = " ".join(words)
+            self.keyphrases.setdefault(spoken, phrase)
+            entries.append(f"{spoken} /{keyphrase_threshold(len(words)):.0e}/\n")
+        if entries:
+            with tempfile.NamedTemporaryFile(
+                "w", suffix=".kws", delete=False, encoding="utf-8"
+            ) as handle:
+                handle.writelines(dict.fromkeys(entries))
+            try:
+                self._kws = pocketsphinx.Decoder(kws=handle.name, lm=None, **common)
+            finally:
+                os.unlink(handle.name)
+            self._kws.start_utt()
+        self._lm: Any = None
+        self._endpointer: Any = None
+        if transcribe:
+            if model.language_model is None:
+                raise ConfigError(
+                    f"model {model.source} has no language_model, so it cannot transcribe"
+                )
+            self._lm = pocketsphinx.Decoder(lm=model.language_model, **common)
+            self._endpointer = pocketsphinx.Endpointer(sample_rate=SAMPLE_RATE)
+        frame_samples = (
+            self._endpointer.frame_bytes // 2 if self._endpointer is not None else 480
+        )
+        self._frame_samples = int(frame_samples)
+        self._pending = np.zeros(0, dtype=np.int16)
+        # Samples handed to the decoders so far (the stream clock).
+        self._samples = 0
+        self._kws_utt_start = 0
+        # (stream sample, media time) where each fed block started: maps stream time to the
+        # track's media time across gaps left by dropped audio.
+        self._anchors: deque[tuple[int, float]] = deque(maxlen=4096)
+        self._hits: list[KeywordHit] = []
+        self.cpu_seconds = 0.0
+        self.audio_seconds = 0.0
+
+    def _media_time(self, stream_seconds: float) -> float:
+        sample = stream_seconds * SAMPLE_RATE
+        anchor_sample, anchor_time = self._anchors[0] if self._anchors else (0, 0.0)
+        for candidate_sample, candidate_time in reversed(self._anchors):
+            if candidate_sample <= sample:
+                anchor_sample, anchor_time = candidate_sample, candidate_time
+                break
+        return anchor_time + (sample - anchor_sample) / SAMPLE_RATE
+
+    def feed(self, pcm: NDArray[np.int16], media_time: float) -> list[RecognitionResult]:
+        started = time.process_time()
+        self._anchors.append((self._samples + len(self._pending), media_time))
+        pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
+        results: list[RecognitionResult] = []
+        usable = len(pending) - len(pending) % self._frame_samples
+        for offset in range(0, usable, self._frame_samples):
+            self._process_frame(pending[offset : offset + self._frame_samples], results)
+        self._pending = pending[usable:].copy()
+        self.cpu_seconds += time.process_time() - started
+        self.audio_seconds += len(pcm) / SAMPLE_RATE
+        return results
+
+    def flush(self) -> list[RecognitionResult]:
+        """End of stream: pad the last frame, close the open utterance, report everything."""
+        started = time.process_time()
+        results: list[RecognitionResult] = []
+        if len(self._pending):
+            frame = np.zeros(self._frame_samples, dtype=np.int16)
+            frame[: len(self._pending)] = self._pending
+            self._pending = np.zeros(0, dtype=np.int16)
+            self._process_frame(frame, results)
+        if self._kws is not None:
+            # kws results must be read before end_utt (it clears them in kws mode).
+            if self._kws.hyp() is not None:
+                self._collect_kws_hit()
+            self._kws.end_utt()
+            self._kws.start_utt()
+            self._kws_utt_start = self._samples
+        if self._lm is not None and self._endpointer is not None:
+            speech = self._endpointer.end_stream(bytes(self._endpointer.frame_bytes))
+            if speech is not None:
+                if not self._in_utterance:
+                    self._lm.start_utt()
+                    self._in_utterance = True
+                self._lm.process_raw(speech)
+            if self._in_utterance:
+                self._finish_utterance(self._endpointer.speech_start, self._samples / SAMPLE_RATE,
+                                       results)
+            # The stream is over: the endpointer's clock cannot be restarted consistently.
+            self._endpointer = None
+            self._lm = None
+        self._release_hits(results, everything=True)
+        self.cpu_seconds += time.process_time() - started
+        return results
+
+    _in_utterance = False
+
+    def _process_frame(self, frame: NDArray[np.int16], results: list[RecognitionResult]) -> None:
+        data = frame.tobytes()
+        if self._kws is not None:
+            self._kws.process_raw(data)
+            if self._kws.hyp() is not None:
+                self._collect_kws_hit()
+                self._kws.end_utt()
+                self._kws.start_utt()
+                self._kws_utt_start = self._samples + len(frame)
+        self._samples += len(frame)
+        if self._endpointer is None or self._lm is None:
+            self._release_hits(results, everything=True)
+            return
+        was_in_speech = self._endpointer.in_speech
+        speech = self._endpointer.process(data)
+        if speech is not None:
+            if not was_in_speech and not self._in_utterance:
+                self._lm.start_utt()
+                self._in_utterance = True
+            self._lm.process_raw(speech)
+            if not self._endpointer.in_speech:
+                self._finish_utterance(
+                    self._endpointer.speech_start, self._endpointer.speech_end, results
+                )
+        elif not self._endpointer.in_speech and not self._in_utterance:
+            # Keyword hits outside any speech segment the endpointer saw: report them alone
+            # once they are old enough that no segment can still claim them.
+            horizon = self._samples / SAMPLE_RATE - 1.0
+            self._release_hits(results, before=self._media_time(horizon))
+
+    def _collect_kws_hit(self) -> None:
+        for segment in self._kws.seg() or ():
+            spoken = " ".join(segment.word.split())
+            phrase = self.keyphrases.get(spoken)
+            if phrase is None:
+                continue
+            start = self._kws_utt_start / SAMPLE_RATE + segment.start_frame / _FRAMES_PER_SECOND
+            end = self._kws_utt_start / SAMPLE_RATE + segment.end_frame / _FRAMES_PER_SECOND
+            confidence = float(min(1.0, max(0.0, segment.prob)))
+            self._hits.append(
+                KeywordHit(phrase, self._media_time(start), self._media_time(end), confidence)
+            )
+
+    def _finish_utterance(
+        self, start_s: float, end_s: float, results: list[RecognitionResult]
+    ) -> None:
+        self._lm.end_utt()
+        self._in_utterance = False
+        hypothesis = self._lm.hyp()
+        text = hypothesis.hypstr.strip() if hypothesis is not None else ""
+        confidence = float(min(1.0, max(0.0, hypothesis.prob))) if hypothesis is not None else 0.0
+        start, end = self._media_time(start_s), self._media_time(end_s)
+        margin = 0.5
+        inside = tuple(
+            hit for hit in self._hits if start - margin <= hit.media_time <= end + margin
+        )
+        self._hits = [hit for hit in self._hits if hit not in inside]
+        if not text and not inside:
+            return
+        results.append(
+            RecognitionResult(
+                self.stream_id, text, inside, start, end, confidence, self.engine,
+                self.model_digest,
+            )
+        )
+
+    def _release_hits(
+        self,
+        results: list[RecognitionResult],
+        *,
+        everything: bool = False,
+        before: float | None = None,
+    ) -> None:
+        keep: list[KeywordHit] = []
+        for hit in self._hits:
+            if everything or (before is not None and hit.end_time < before):
+                results.append(
+                    RecognitionResult(
+                        self.stream_id, None, (hit,), hit.media_time,
+                        hit.end_time, hit.confidence, self.engine, self.model_digest,
+                    )
+                )
+            else:
+                keep.append(hit)
+        self._hits = keep
+
+
+def create_recognizer(
+    stream_id: str, model: ModelSpec, phrases: Sequence[str], transcribe: bool
+) -> PocketsphinxRecognizer:
+    if model.engine == "pocketsphinx":
+        return PocketsphinxRecognizer(stream_id, model, phrases, transcribe=transcribe)
+    raise ConfigError(f"recognizer engine {model.engine!r} is not available in this build")

@@ -1,0 +1,103 @@
+"""HTTP handlers for compliance; the server mounts them.
+
+    routes = compliance_routes(lookup, authorize)
+    app.add_routes(routes)
+
+`lookup(room)` returns the room's ComplianceSession (live, or kept after the call so the final
+report stays readable), a stored final report dict, or None. `authorize(request, room)` returns
+the caller's `finrtc.auth.Grant` (sync or async) or raises AuthError / ForbiddenError.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from finrtc.auth import Grant
+from finrtc.compliance.report import render_html
+from finrtc.compliance.session import ComplianceSession
+from finrtc.errors import BadRequestError, ForbiddenError, NotFoundError
+from finrtc.hooks.contract import Role
+
+Lookup = Callable[[str], "ComplianceSession | dict[str, Any] | None"]
+Authorize = Callable[[web.Request, str], "Grant | Awaitable[Grant]"]
+
+REPORT_ROLES = frozenset({Role.AGENT, Role.OBSERVER})
+
+
+def _prefers_html(request: web.Request) -> bool:
+    """True when Accept ranks text/html above application/json (browsers do)."""
+    best_html = best_json = -1.0
+    for index, part in enumerate(request.headers.get("Accept", "").split(",")):
+        fields = [item.strip() for item in part.split(";")]
+        media = fields[0].lower()
+        quality = 1.0
+        for parameter in fields[1:]:
+            if parameter.startswith("q="):
+                try:
+                    quality = float(parameter[2:])
+                except ValueError:
+                    quality = 0.0
+        # Earlier entries win ties, as browsers list what they prefer first.
+        score = quality - index * 1e-6
+        if media == "text/html":
+            best_html = max(best_html, score)
+        elif media in ("application/json", "*/*", "application/*"):
+            best_json = max(best_json, score)
+    return best_html > best_json
+
+
+async def _grant(authorize: Authorize, request: web.Request, room: str) -> Grant:
+    result = authorize(request, room)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def compliance_routes(lookup: Lookup, authorize: Authorize) -> list[web.RouteDef]:
+    async def get_report(request: web.Request) -> web.StreamResponse:
+        room = request.match_info["room"]
+        grant = await _grant(authorize, request, room)
+        if not (grant.admin or grant.role in REPORT_ROLES):
+            raise ForbiddenError(
+                f"role {grant.role.value} may not read the compliance report; use an agent, "
+                "observer or admin token"
+            )
+        found = lookup(room)
+        if found is None:
+            raise NotFoundError(
+                f"room {room!r} has no compliance session (its policy names no script)"
+            )
+        report = found.report() if isinstance(found, ComplianceSession) else found
+        if _prefers_html(request):
+            return web.Response(text=render_html(report), content_type="text/html")
+        return web.json_response(report, dumps=lambda value: json.dumps(value, ensure_ascii=False))
+
+    async def post_consent(request: web.Request) -> web.StreamResponse:
+        room = request.match_info["room"]
+        grant = await _grant(authorize, request, room)
+        if grant.role is not Role.CUSTOMER:
+            raise ForbiddenError("only the customer can give or withdraw consent")
+        found = lookup(room)
+        if not isinstance(found, ComplianceSession):
+            raise NotFoundError(f"room {room!r} has no live compliance session")
+        granted = True
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise BadRequestError('the body must be JSON like {"granted": true}') from None
+            if not isinstance(body, dict) or not isinstance(body.get("granted", True), bool):
+                raise BadRequestError('the body must be JSON like {"granted": true}')
+            granted = body.get("granted", True)
+        state = found.record_consent(grant.identity, grant.role, granted)
+        return web.json_response(state)
+
+    return [
+        web.get("/v1/rooms/{room}/compliance", get_report),
+        web.post("/v1/rooms/{room}/consent", post_consent),
+    ]

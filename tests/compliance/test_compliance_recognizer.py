@@ -1,0 +1,159 @@
+"""Recognizer backends: pocketsphinx on flite speech, the model_dir folder and its digest."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from finrtc.compliance.recognizer import (
+    MANIFEST_NAME,
+    PocketsphinxRecognizer,
+    builtin_model,
+    load_model_dir,
+    tree_digest,
+)
+from finrtc.compliance.runtime import ComplianceRuntime, load_model
+from finrtc.compliance.settings import ComplianceConfig, RecognizerConfig
+from finrtc.config import LoadedConfig, parse_config
+from finrtc.errors import ConfigError
+
+from .speech import silence, synthesize
+
+
+def test_pocketsphinx_spots_and_transcribes_with_media_time(tmp_path: Path) -> None:
+    model = builtin_model()
+    recognizer = PocketsphinxRecognizer(
+        "s", model, ["I have understood and I agree", "qwzx unknownword"], transcribe=True
+    )
+    assert recognizer.skipped_phrases == ["qwzx unknownword"]
+    audio = np.concatenate([
+        silence(0.5), synthesize("I have not understood and I do not agree.", tmp_path, "rms"),
+        silence(1.0), synthesize("I have understood and I agree.", tmp_path, "rms"), silence(1.0),
+    ])
+    results = []
+    for offset in range(0, len(audio), 1600):
+        results += recognizer.feed(audio[offset : offset + 1600], 100.0 + offset / 16000)
+    results += recognizer.flush()
+    texts = [result.text for result in results]
+    assert any(text and "not" in text for text in texts), texts
+    hits = [hit for result in results for hit in result.keywords]
+    assert [hit.phrase for hit in hits] == ["I have understood and I agree"]
+    negated_end = 0.5 + 2.5
+    assert hits[0].media_time > 100.0 + negated_end
+    assert 0.0 < hits[0].confidence <= 1.0
+    assert all(result.model_digest == model.digest for result in results)
+    assert recognizer.audio_seconds == pytest.approx(len(audio) / 16000)
+    # Keyword spotting and decoding of speech only: far cheaper than real time.
+    assert recognizer.cpu_seconds < recognizer.audio_seconds
+
+
+def test_spotting_only_mode_reports_hits_without_transcript(tmp_path: Path) -> None:
+    recognizer = PocketsphinxRecognizer(
+        "s", builtin_model(), ["returns are not guaranteed"], transcribe=False
+    )
+    audio = np.concatenate([
+        silence(0.3), synthesize("Returns are not guaranteed.", tmp_path), silence(0.5)
+    ])
+    results = recognizer.feed(audio, 0.0) + recognizer.flush()
+    assert [(r.text, [h.phrase for h in r.keywords]) for r in results] == [
+        (None, ["returns are not guaranteed"])
+    ]
+
+
+def make_model_dir(tmp_path: Path) -> Path:
+    """A model folder with the layout and manifest model_dir expects (a copy of en-us)."""
+    source = Path(builtin_model().acoustic_model).parent
+    folder = tmp_path / "model"
+    shutil.copytree(source / "en-us", folder / "acoustic")
+    shutil.copy(source / "cmudict-en-us.dict", folder / "words.dict")
+    (folder / MANIFEST_NAME).write_text(
+        "engine: pocketsphinx\nlanguage: en\nacoustic_model: acoustic\ndictionary: words.dict\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def test_model_dir_loads_and_checks_its_digest(tmp_path: Path) -> None:
+    folder = make_model_dir(tmp_path)
+    digest = tree_digest(folder)
+    spec = load_model_dir(folder, digest)
+    assert spec.digest == digest and spec.language == "en" and spec.language_model is None
+    assert spec.source == f"model_dir:{folder.resolve()}"
+    # Without a language model it can still spot keyphrases.
+    recognizer = PocketsphinxRecognizer("s", spec, ["my name is"], transcribe=False)
+    audio = np.concatenate([silence(0.3), synthesize("My name is Alice.", tmp_path), silence(0.5)])
+    results = recognizer.feed(audio, 0.0) + recognizer.flush()
+    assert [hit.phrase for r in results for hit in r.keywords] == ["my name is"]
+    assert results[0].model_digest == digest
+    with pytest.raises(ConfigError, match="has no language_model"):
+        PocketsphinxRecognizer("s", spec, ["my name is"], transcribe=True)
+
+    # One changed byte anywhere changes the digest.
+    with (folder / "words.dict").open("a", encoding="utf-8") as handle:
+        handle.write("finrtc F IH N\n")
+    with pytest.raises(ConfigError, match="model_sha256 expects"):
+        load_model_dir(folder, digest)
+
+
+def test_model_dir_errors_are_actionable(tmp_path: Path) -> None:
+    folder = make_model_dir(tmp_path)
+    digest = tree_digest(folder)
+    with pytest.raises(ConfigError, match="model_sha256 is required"):
+        load_model_dir(folder, None)
+    with pytest.raises(ConfigError, match="64 lowercase hex"):
+        load_model_dir(folder, "abc")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        load_model_dir(tmp_path / "nope", digest)
+    manifest = folder / MANIFEST_NAME
+    manifest.write_text("engine: vosk\nlanguage: zh\nacoustic_model: a\ndictionary: b\n")
+    with pytest.raises(ConfigError, match=r"engine:"):
+        load_model_dir(folder, digest)
+    manifest.write_text(
+        "engine: pocketsphinx\nlanguage: en\nacoustic_model: ../../etc\ndictionary: words.dict\n"
+    )
+    with pytest.raises(ConfigError, match="inside the model folder"):
+        load_model_dir(folder, digest)
+    manifest.write_text(
+        "engine: pocketsphinx\nlanguage: en\nacoustic_model: missing\ndictionary: words.dict\n"
+    )
+    with pytest.raises(ConfigError, match="'missing' does not exist"):
+        load_model_dir(folder, digest)
+    manifest.unlink()
+    with pytest.raises(ConfigError, match=f"has no {MANIFEST_NAME}"):
+        load_model_dir(folder, digest)
+
+
+def test_config_plumbing_for_model_dir(tmp_path: Path) -> None:
+    folder = make_model_dir(tmp_path)
+    digest = tree_digest(folder)
+    config = ComplianceConfig(
+        recognizer=RecognizerConfig(backend="model_dir", model_dir="model", model_sha256=digest)
+    )
+    assert load_model(config, tmp_path).digest == digest
+    with pytest.raises(ConfigError, match="model_dir is required"):
+        load_model(ComplianceConfig(recognizer=RecognizerConfig(backend="model_dir")), tmp_path)
+    assert load_model(ComplianceConfig(), None) is builtin_model()
+
+
+def test_runtime_validates_scripts_language_and_policy(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    config_path = tmp_path / "finrtc.yaml"
+    config_path.write_text("", encoding="utf-8")
+    shutil.copy(repo / "configs/scripts/bank_insurance_zh.yaml", tmp_path / "zh.yaml")
+
+    def loaded(data: dict[str, object]) -> LoadedConfig:
+        return LoadedConfig(parse_config(data), dev_mode=False, source=config_path, api_secret="x")
+
+    runtime = ComplianceRuntime.from_config(
+        loaded({"compliance": {"scripts": {"demo": "builtin:demo_insurance_en"}},
+                "rooms": {"default_policy": {"script": "demo"}}})
+    )
+    assert runtime is not None and runtime.scripts["demo"].name == "demo_insurance_en"
+    with pytest.raises(ConfigError, match="recognizes 'en'"):
+        ComplianceRuntime.from_config(loaded({"compliance": {"scripts": {"zh": "zh.yaml"}}}))
+    with pytest.raises(ConfigError, match=r"rooms.default_policy.script: unknown script 'x'"):
+        ComplianceRuntime.from_config(loaded({"rooms": {"default_policy": {"script": "x"}}}))
+    assert ComplianceRuntime.from_config(loaded({"compliance": {"enabled": False}})) is None
