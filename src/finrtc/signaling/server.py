@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from finrtc import metrics
 from finrtc.auth import authorize_room, check_name, mint_token, verify_token
+from finrtc.compliance.routes import compliance_routes
 from finrtc.config import LoadedConfig
 from finrtc.errors import AuthError, BadRequestError
 from finrtc.hooks.chain import HookProvider
@@ -25,7 +26,6 @@ from finrtc.hooks.loader import load_hooks
 from finrtc.logging_setup import log_context
 from finrtc.media.ice import pin_host_addresses
 from finrtc.room import RoomManager
-from finrtc.compliance.routes import compliance_routes
 from finrtc.services import Services
 from finrtc.session import ExtensionFactory
 from finrtc.signaling import room_api, whip
