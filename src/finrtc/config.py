@@ -63,8 +63,10 @@ class VideoEncodingConfig(StrictModel):
     bitrate_bps: int = Field(default=800_000, ge=50_000, le=20_000_000)
     # Extra keyframes (subscriber PLI, joins) are rate-limited to this interval.
     keyframe_min_interval_s: float = Field(default=0.5, ge=0)
-    # libvpx speed: higher is faster and coarser (realtime range 4..16).
-    cpu_used: int = Field(default=8, ge=0, le=16)
+    # libvpx speed, larger magnitude = faster and coarser. Negative is a fixed speed; positive
+    # lets libvpx adapt, and it then spends the whole frame budget: at 640x480 -8 encoded in
+    # 2.1 ms what 8 took 3.7 ms for, at the same PSNR and bitrate.
+    cpu_used: int = Field(default=-8, ge=-16, le=16)
 
 
 class AudioEncodingConfig(StrictModel):

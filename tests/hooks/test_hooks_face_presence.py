@@ -39,6 +39,8 @@ class Driver:
 
     def __init__(self, **options: object) -> None:
         self.events: list[HookEvent] = []
+        # Media time is stepped by hand here, faster than real time: detect inline.
+        options.setdefault("background", False)
         self.hook = FacePresence(
             FacePresenceOptions.model_validate(options),
             HookContext(TRACK, "face_presence", self.events.append),

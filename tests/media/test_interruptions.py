@@ -99,7 +99,8 @@ async def test_sigkill_mid_call_leaves_a_verifiable_interrupted_session(tmp_path
             # Dev mode seals 2 s segments: after 6 s at least two are sealed, the third is open.
             await asyncio.sleep(6.0)
             os.kill(process.pid, signal.SIGKILL)
-            await process.wait()
+            # The server's recognizer workers die with it (else they would hold its pipes open).
+            await asyncio.wait_for(process.wait(), 15)
             await client.close(publisher)
     finally:
         if process.returncode is None:

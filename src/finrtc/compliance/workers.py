@@ -10,10 +10,14 @@ audio backlog never delays them and they are never dropped for lack of room.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
+import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -59,12 +63,31 @@ class _Open:
     slowdown: float
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its server: after a SIGKILL of the server, orphaned workers
+    would keep CPU, memory and the server's stdout/stderr pipes forever."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    # The parent may have died before prctl took effect.
+    if os.getppid() != parent or parent == 1:
+        os._exit(0)
+
+
 def _worker_main(
     audio: multiprocessing.Queue[Any],
     control: multiprocessing.Queue[Any],
     results: multiprocessing.Queue[Any],
 ) -> None:
     """The worker process: one recognizer per open stream."""
+    _die_with_parent()
     recognizers: dict[str, Any] = {}
     slowdowns: dict[str, float] = {}
     # Audio blocks processed per stream; flush / close wait until every block queued before
@@ -252,9 +275,7 @@ class RecognizerPool:
         self.transcribe = transcribe
         self._context = multiprocessing.get_context("spawn")
         self._audio_blocks = max(2, round(queue_seconds / BLOCK_SECONDS))
-        self._workers = [
-            _Worker(self._context, index, self._audio_blocks) for index in range(workers)
-        ]
+        self._workers = [_Worker(self._context, index, self._audio_blocks) for index in range(workers)]
         self._results: multiprocessing.Queue[Any] = self._context.Queue(RESULT_QUEUE_SIZE)
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
@@ -271,9 +292,7 @@ class RecognizerPool:
     def start(self) -> None:
         for worker in self._workers:
             self._spawn(worker)
-        self._reader = threading.Thread(
-            target=self._read_results, name="compliance-results", daemon=True
-        )
+        self._reader = threading.Thread(target=self._read_results, name="compliance-results", daemon=True)
         self._reader.start()
 
     def _spawn(self, worker: _Worker) -> None:
@@ -302,9 +321,7 @@ class RecognizerPool:
         with self._lock:
             stream_id = f"{label}#{next(self._ids)}"
             worker = min(self._workers, key=lambda candidate: len(candidate.streams))
-            spec = _Open(
-                stream_id, model or self.model, tuple(phrases), self.transcribe, slowdown
-            )
+            spec = _Open(stream_id, model or self.model, tuple(phrases), self.transcribe, slowdown)
             stream = _Stream(stream_id, worker, spec, on_result, on_drop, on_failure)
             self._streams[stream_id] = stream
             worker.streams.add(stream_id)
@@ -410,7 +427,8 @@ class RecognizerPool:
                 continue
             log.error(
                 "recognizer worker %d exited with code %s; restarting it",
-                worker.index, process.exitcode,
+                worker.index,
+                process.exitcode,
             )
             WORKER_RESTARTS.inc()
             with self._lock:

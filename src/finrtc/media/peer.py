@@ -22,6 +22,7 @@ from aiortc.sdp import candidate_from_sdp
 from finrtc.config import MediaConfig
 from finrtc.errors import BadRequestError
 from finrtc.hooks.contract import MediaKind
+from finrtc.media import jitter
 from finrtc.media.forwarder import ForwardedTrack
 from finrtc.media.ice import announce_addresses, rtc_configuration
 from finrtc.tasks import spawn
@@ -149,6 +150,8 @@ class PeerSession:
         for transceiver in self._pc.getTransceivers():
             if transceiver.kind in ("audio", "video"):
                 transceiver.direction = "recvonly"
+            if transceiver.kind == "video":
+                jitter.install(transceiver.receiver)
         if not self._incoming:
             raise BadRequestError("the offer publishes no audio or video track (use sendonly or sendrecv)")
         answer = await self._answer()

@@ -1,0 +1,179 @@
+"""Shared pieces of the harness: loopback ICE pinning, /proc accounting, Prometheus scraping."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def pin_ice_to_loopback() -> None:
+    """aioice skips 127.0.0.1 when gathering host candidates; every peer here is on loopback."""
+    import aioice.ice
+
+    def loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return ["127.0.0.1"] if use_ipv4 else []
+
+    aioice.ice.get_host_addresses = loopback_only
+
+
+def install_uvloop() -> None:
+    import asyncio
+
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# ---------------------------------------------------------------------------------------------
+# /proc accounting
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is None:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found = [root]
+    index = 0
+    while index < len(found):
+        found.extend(children.get(found[index], []))
+        index += 1
+    return found
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) of `root`, its live descendants and its reaped children."""
+    total = 0
+    for pid in descendants(root):
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        # Fields (1-based in proc(5)): 14 utime, 15 stime, 16 cutime, 17 cstime; we dropped 2.
+        total += int(fields[11]) + int(fields[12])
+        if pid == root:
+            total += int(fields[13]) + int(fields[14])
+    return total / CLOCK_TICKS
+
+
+def rss_bytes(root: int) -> int:
+    total = 0
+    for pid in descendants(root):
+        fields = _stat_fields(pid)
+        if fields is not None:
+            total += int(fields[21]) * PAGE_SIZE
+    return total
+
+
+def system_busy_seconds() -> float:
+    """CPU time all cores spent busy since boot (not idle, not waiting for I/O)."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = handle.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+def cpu_affinity_plan() -> tuple[list[int] | None, list[int] | None]:
+    """Cores for (server, load generator): different cores when there are at least two."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None, None
+    if len(cores) < 2:
+        return None, None
+    half = len(cores) // 2
+    return cores[:half], cores[half:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus text
+
+
+@dataclass
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+def parse_metrics(text: str) -> list[Sample]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: list[Sample] = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.append(Sample(sample.name, dict(sample.labels), float(sample.value)))
+    return samples
+
+
+HistogramKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+def histograms(samples: Iterable[Sample], name: str) -> dict[HistogramKey, dict[float, float]]:
+    """Cumulative bucket counts of histogram `name`, keyed by its non-`le` labels."""
+    result: dict[HistogramKey, dict[float, float]] = {}
+    for sample in samples:
+        if sample.name != f"{name}_bucket":
+            continue
+        labels = {k: v for k, v in sample.labels.items() if k != "le"}
+        key = (name, tuple(sorted(labels.items())))
+        result.setdefault(key, {})[float(sample.labels["le"])] = sample.value
+    return result
+
+
+def bucket_delta(after: dict[float, float], before: dict[float, float] | None) -> dict[float, float]:
+    before = before or {}
+    return {le: count - before.get(le, 0.0) for le, count in after.items()}
+
+
+def histogram_quantile(buckets: dict[float, float], quantile: float) -> float | None:
+    """Prometheus-style quantile (linear within a bucket) of cumulative bucket counts."""
+    bounds = sorted(buckets)
+    if not bounds:
+        return None
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = quantile * total
+    previous_bound, previous_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return previous_bound
+            width = count - previous_count
+            fraction = (rank - previous_count) / width if width > 0 else 1.0
+            return previous_bound + (bound - previous_bound) * fraction
+        previous_bound, previous_count = bound, count
+    return previous_bound
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = math.floor(position)
+    high = math.ceil(position)
+    if low == high:
+        return ordered[low]
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
