@@ -19,12 +19,6 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 # Documented routes that another component mounts (finrtc.compliance.routes). While one of them
 # is not mounted yet the contract test names it here; once it is mounted the test fails until it
 # is removed from this set, so the set cannot silently outlive its reason.
-AWAITING_MOUNT: set[tuple[str, str]] = {
-    ("GET", "/v1/rooms/{room}/compliance"),
-    ("POST", "/v1/rooms/{room}/consent"),
-}
-
-
 def routed(app: web.Application) -> set[tuple[str, str]]:
     routes = {
         (route.method, route.resource.canonical)
@@ -43,10 +37,8 @@ def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 def assert_matches(app: web.Application, doc: dict[str, Any]) -> None:
     have, described = routed(app), documented(doc)
-    stale = AWAITING_MOUNT & have
-    assert not stale, f"mounted now; delete from AWAITING_MOUNT: {sorted(stale)}"
     assert have - described == set(), f"routes missing from the document: {sorted(have - described)}"
-    missing = described - have - AWAITING_MOUNT
+    missing = described - have
     assert missing == set(), f"documented but not routed: {sorted(missing)}"
 
 
