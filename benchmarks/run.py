@@ -166,8 +166,8 @@ def run_loadgen(
         command += [
             "--base-url",
             server.base_url,
-            "--secret",
-            server.secret,
+            # One argument: a random secret may start with "-", which argparse would take for an option.
+            f"--secret={server.secret}",
             "--server-pid",
             str(server.pid),
         ]
