@@ -36,11 +36,11 @@ class FrameCounter(Hook):
     failure_policy = FailurePolicy.FAIL_OPEN
     budget_ms = 0.2
     options_model = FrameCounterOptions
+    options: FrameCounterOptions
 
     def __init__(self, options: BaseModel, context: HookContext) -> None:
         super().__init__(options, context)
-        assert isinstance(options, FrameCounterOptions)
-        self._every = options.every
+        self._every = self.options.every
         self.count = 0
 
     def process_video(self, frame: VideoFrame) -> None:

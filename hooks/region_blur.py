@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from finrtc.hooks.contract import (
     FailurePolicy,
     Hook,
-    HookContext,
     MediaKind,
     Stage,
     VideoFrame,
@@ -65,14 +64,10 @@ class RegionBlur(Hook):
     failure_policy = FailurePolicy.FAIL_CLOSED
     budget_ms = 2.0
     options_model = RegionBlurOptions
-
-    def __init__(self, options: BaseModel, context: HookContext) -> None:
-        super().__init__(options, context)
-        assert isinstance(options, RegionBlurOptions)
-        self._options = options
+    options: RegionBlurOptions
 
     def process_video(self, frame: VideoFrame) -> None:
-        options = self._options
+        options = self.options
         block = options.block
         # Even, block-aligned luma coordinates keep the chroma region exactly half of it.
         top = int(options.top * frame.height) & ~1

@@ -213,3 +213,12 @@ def test_a_hook_that_cannot_start_applies_its_failure_policy() -> None:
     assert chain.hook_names == ["ok"]
     assert compromised and "model file missing" in compromised[0]
     assert events[0].type == "hook_failed" and events[0].hook == "broken_at_start"
+
+
+def test_a_hook_refuses_options_of_the_wrong_model() -> None:
+    from finrtc.errors import HookError
+    from finrtc.hooks.builtin.visible_watermark import VisibleWatermark
+    from finrtc.hooks.contract import HookContext
+
+    with pytest.raises(HookError, match="expects VisibleWatermarkOptions"):
+        VisibleWatermark(NoOptions(), HookContext(TRACK, "visible_watermark", lambda e: None))

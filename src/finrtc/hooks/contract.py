@@ -21,6 +21,8 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
+from finrtc.errors import HookError
+
 HOOK_API_VERSION = 1
 
 
@@ -195,7 +197,9 @@ class Hook:
     """Base class of every hook. Subclasses set the class attributes and override one process_*.
 
     One instance is created per published track that matches `kinds`, so a hook may keep
-    per-track state in `self`. The constructor receives the validated options and the context.
+    per-track state in `self`. The constructor receives the options (already validated against
+    `options_model`) and the context; a subclass narrows the type with an annotation:
+    `options: MyOptions`.
     """
 
     name: ClassVar[str]
@@ -207,7 +211,14 @@ class Hook:
     api_version: ClassVar[int] = HOOK_API_VERSION
     options_model: ClassVar[type[BaseModel]] = NoOptions
 
+    options: BaseModel
+
     def __init__(self, options: BaseModel, context: HookContext) -> None:
+        if not isinstance(options, self.options_model):
+            raise HookError(
+                f"hook {self.name!r} expects {self.options_model.__name__} options, "
+                f"got {type(options).__name__}"
+            )
         self.options = options
         self.context = context
 

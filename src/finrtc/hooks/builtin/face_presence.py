@@ -160,13 +160,12 @@ class FacePresence(Hook):
     # `background: false` it runs the detector itself (~15-25 ms at 320x240).
     budget_ms = 40.0
     options_model = FacePresenceOptions
+    options: FacePresenceOptions
 
     def __init__(self, options: BaseModel, context: HookContext) -> None:
         super().__init__(options, context)
-        assert isinstance(options, FacePresenceOptions)
-        self._options = options
-        self._detector = FaceDetector(options)
-        self._interval = 1.0 / options.sample_fps
+        self._detector = FaceDetector(self.options)
+        self._interval = 1.0 / self.options.sample_fps
         self._next_sample: float | None = None
         self._cost_s = 0.0
         self._since: float | None = None
@@ -187,7 +186,7 @@ class FacePresence(Hook):
         self._apply_finished()
         if self._next_sample is not None and now < self._next_sample:
             return
-        if not self._options.background:
+        if not self.options.background:
             started = time.perf_counter()
             faces = len(self._detector.detect(frame.y))
             self._record(now, faces, time.perf_counter() - started)
@@ -225,7 +224,7 @@ class FacePresence(Hook):
         # A smoothed cost keeps one slow call (cache miss, CPU contention) from halving the rate.
         self._cost_s = cost if self.samples == 0 else 0.8 * self._cost_s + 0.2 * cost
         interval = self._interval
-        affordable = self._cost_s / self._options.max_cpu_share
+        affordable = self._cost_s / self.options.max_cpu_share
         if affordable > interval:
             interval = affordable
             DETECTION_THROTTLED.inc()
@@ -247,7 +246,7 @@ class FacePresence(Hook):
             self._last_face = now
         elif not self._lost:
             reference = self._last_face if self._last_face is not None else self._since
-            if now - reference >= self._options.lost_after_s:
+            if now - reference >= self.options.lost_after_s:
                 self._lost = True
                 self._emit(
                     "face_lost",
@@ -261,7 +260,7 @@ class FacePresence(Hook):
         if faces >= 2:
             if self._multiple_since is None:
                 self._multiple_since = now
-            if not self._multiple and now - self._multiple_since >= self._options.multiple_after_s:
+            if not self._multiple and now - self._multiple_since >= self.options.multiple_after_s:
                 self._multiple = True
                 self._emit(
                     "multiple_faces",

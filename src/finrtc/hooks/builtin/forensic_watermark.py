@@ -54,12 +54,11 @@ class ForensicWatermark(Hook):
     failure_policy = FailurePolicy.FAIL_CLOSED
     budget_ms = 1.5
     options_model = ForensicWatermarkOptions
+    options: ForensicWatermarkOptions
 
     def __init__(self, options: BaseModel, context: HookContext) -> None:
         super().__init__(options, context)
-        assert isinstance(options, ForensicWatermarkOptions)
-        self._options = options
-        self._key = options.key_bytes
+        self._key = self.options.key_bytes
         self._bucket: int | None = None
         self._embedder: watermark.Embedder | None = None
         self.mark_id: int | None = None
@@ -69,7 +68,7 @@ class ForensicWatermark(Hook):
         return watermark.live_mark_id(self._key, track.session_id, track.participant, bucket)
 
     def process_video(self, frame: VideoFrame) -> None:
-        bucket = int(frame.wall_clock // self._options.time_bucket_s)
+        bucket = int(frame.wall_clock // self.options.time_bucket_s)
         if bucket != self._bucket:
             self._assign(bucket, frame.media_time)
         assert self._embedder is not None
@@ -82,15 +81,15 @@ class ForensicWatermark(Hook):
                 mark_id,
                 key=self._key,
                 channel=watermark.Channel.LIVE,
-                strength=self._options.strength,
-                mask_every=self._options.mask_every,
+                strength=self.options.strength,
+                mask_every=self.options.mask_every,
             )
         else:
             self._embedder.set_payload(mark_id)
         self._bucket = bucket
         self.mark_id = mark_id
         track = self.context.track
-        start = bucket * self._options.time_bucket_s
+        start = bucket * self.options.time_bucket_s
         self.context.emit(
             "watermark_assigned",
             media_time,
@@ -104,6 +103,6 @@ class ForensicWatermark(Hook):
                 "role": track.role.value,
                 "track_id": track.track_id,
                 "time_bucket_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
-                "time_bucket_s": self._options.time_bucket_s,
+                "time_bucket_s": self.options.time_bucket_s,
             },
         )

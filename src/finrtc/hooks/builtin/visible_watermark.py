@@ -70,18 +70,17 @@ class VisibleWatermark(Hook):
     failure_policy = FailurePolicy.FAIL_CLOSED
     budget_ms = 0.5
     options_model = VisibleWatermarkOptions
+    options: VisibleWatermarkOptions
 
     def __init__(self, options: BaseModel, context: HookContext) -> None:
         super().__init__(options, context)
-        assert isinstance(options, VisibleWatermarkOptions)
-        self._options = options
         track = context.track
         self._identity_line = watermark_lines(
-            track.room, track.participant, track.role.value, 0.0, options.show_role
+            track.room, track.participant, track.role.value, 0.0, self.options.show_role
         )[1]
 
     def process_video(self, frame: VideoFrame) -> None:
-        options = self._options
+        options = self.options
         scale = options.scale or auto_scale(frame.height)
         stamp, _ = watermark_lines("", "", "", frame.wall_clock, False)
         lines = (stamp, self._identity_line)
