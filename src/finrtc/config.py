@@ -44,6 +44,18 @@ class AuthConfig(StrictModel):
     api_keys: dict[str, str] = Field(default_factory=dict)
     token_leeway_s: float = Field(default=5.0, ge=0, le=300)
 
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_api_keys(cls, keys: dict[str, str]) -> dict[str, str]:
+        # These secrets sign admin tokens (HS256) and guard the room API: no guessable ones.
+        for key_id, secret in keys.items():
+            if len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"the secret of API key {key_id!r} must be at least {MIN_SECRET_BYTES} bytes of random "
+                    "data (python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return keys
+
 
 class IceServerConfig(StrictModel):
     urls: list[str]

@@ -101,3 +101,8 @@ def test_secret_references_from_env_and_files(tmp_path: Path, monkeypatch) -> No
     monkeypatch.delenv("TURN_PASSWORD")
     with pytest.raises(ConfigError, match=r"media.ice_servers\[0\].credential: the environment variable"):
         load_config(path)
+
+
+def test_api_key_secrets_must_be_strong() -> None:
+    with pytest.raises(ConfigError, match="auth.api_keys: Value error, the secret of API key 'backend'"):
+        parse_config({"auth": {"api_keys": {"backend": "hunter2"}}})
