@@ -104,5 +104,5 @@ def test_secret_references_from_env_and_files(tmp_path: Path, monkeypatch) -> No
 
 
 def test_api_key_secrets_must_be_strong() -> None:
-    with pytest.raises(ConfigError, match="auth.api_keys: Value error, the secret of API key 'backend'"):
+    with pytest.raises(ConfigError, match=r"auth\.api_keys: Value error, the secret of API key 'backend'"):
         parse_config({"auth": {"api_keys": {"backend": "hunter2"}}})
