@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from finrtc.archive.keys import KeyPaths, generate_keys
 from finrtc.config import LoadedConfig, parse_config
 from finrtc.services import prepare_data_dir
 from finrtc.signaling.server import build_app
@@ -26,6 +27,20 @@ def make_loaded(tmp_path: Path, **sections: Any) -> LoadedConfig:
     data.update(sections)
     config = parse_config(data)
     return LoadedConfig(config, dev_mode=False, source=None, api_secret=TEST_SECRET)
+
+
+def archive_loaded(tmp_path: Path, **sections: Any) -> tuple[KeyPaths, LoadedConfig]:
+    """A config that records to tmp_path/archive in 1 s segments, with fresh keys in tmp_path/keys."""
+    keys = generate_keys(tmp_path / "keys")
+    archive = {
+        "enabled": True,
+        "directory": str(tmp_path / "archive"),
+        "segment_seconds": 1.0,
+        "signer_key_file": str(keys.signer_key),
+        "archive_public_key_files": [str(keys.archive_pub)],
+    }
+    sections.setdefault("compliance", {"enabled": False})
+    return keys, make_loaded(tmp_path, archive=archive, **sections)
 
 
 class RunningServer:

@@ -10,10 +10,9 @@ from typing import Any
 
 import aiohttp
 
-from finrtc.archive.keys import generate_keys
 from tests.api.conftest import API_KEY, API_KEY_SECRET, basic
 from tests.api.test_api_rooms import wait_for
-from tests.conftest import make_loaded, start_server
+from tests.conftest import archive_loaded, start_server
 from tests.support import webrtc_client as client
 from tests.support.media import PatternVideoTrack
 
@@ -30,19 +29,7 @@ async def wait_live(http: aiohttp.ClientSession, base: str, room: str, media_s: 
 
 
 async def test_api_close_seals_a_live_recording(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    keys = generate_keys(tmp_path / "keys")
-    loaded = make_loaded(
-        tmp_path,
-        archive={
-            "enabled": True,
-            "directory": str(tmp_path / "archive"),
-            "segment_seconds": 1.0,
-            "signer_key_file": str(keys.signer_key),
-            "archive_public_key_files": [str(keys.archive_pub)],
-        },
-        compliance={"enabled": False},
-        auth={"api_keys": {API_KEY: API_KEY_SECRET}},
-    )
+    keys, loaded = archive_loaded(tmp_path, auth={"api_keys": {API_KEY: API_KEY_SECRET}})
     server = await start_server(loaded)
     room = "sealed-call"
     try:

@@ -14,7 +14,7 @@ import aiohttp
 from finrtc.auth import mint_token
 from finrtc.hooks.contract import Role
 from finrtc.signaling.context import ROOMS
-from tests.conftest import make_loaded, start_server
+from tests.conftest import archive_loaded, start_server
 from tests.media.test_lifecycle import SECRET, start_process
 from tests.media.test_media_fanout import token, wait_for
 from tests.media.test_recorded_call import finrtc
@@ -39,20 +39,7 @@ def verify(session_dir: Path, keys_dir: Path) -> tuple[int, dict]:
 
 
 async def test_vanished_publisher_is_sealed_as_an_interruption(tmp_path: Path, http) -> None:
-    from finrtc.archive.keys import generate_keys
-
-    generate_keys(tmp_path / "keys")
-    loaded = make_loaded(
-        tmp_path,
-        media={"publisher_timeout_s": 3.0},
-        archive={
-            "directory": str(tmp_path / "archive"),
-            "segment_seconds": 1.0,
-            "signer_key_file": str(tmp_path / "keys/signer.key"),
-            "archive_public_key_files": [str(tmp_path / "keys/archive.pub")],
-        },
-        compliance={"enabled": False},
-    )
+    _, loaded = archive_loaded(tmp_path, media={"publisher_timeout_s": 3.0})
     server = await start_server(loaded)
     process = await asyncio.create_subprocess_exec(
         sys.executable,

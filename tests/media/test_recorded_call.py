@@ -10,28 +10,12 @@ from pathlib import Path
 
 import av
 
-from finrtc.archive.keys import generate_keys
 from finrtc.hooks.contract import Role
 from finrtc.signaling.context import ROOMS
-from tests.conftest import make_loaded, start_server
+from tests.conftest import archive_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for
 from tests.support import webrtc_client as client
 from tests.support.media import PatternVideoTrack, ToneAudioTrack
-
-
-def archive_loaded(tmp_path: Path):
-    keys = generate_keys(tmp_path / "keys")
-    return keys, make_loaded(
-        tmp_path,
-        archive={
-            "enabled": True,
-            "directory": str(tmp_path / "archive"),
-            "segment_seconds": 1.0,
-            "signer_key_file": str(keys.signer_key),
-            "archive_public_key_files": [str(keys.archive_pub)],
-        },
-        compliance={"enabled": False},
-    )
 
 
 def finrtc(*args: str) -> subprocess.CompletedProcess[str]:
