@@ -111,11 +111,21 @@ def test_samples_by_media_time_not_by_call() -> None:
 
 def test_slow_detection_samples_less_and_is_counted() -> None:
     before = face_presence.DETECTION_THROTTLED._value.get()
-    # Detection (~10-40 ms) cannot fit in 0.1 % of a 0.1 s interval: sampling backs off.
+    # Detection (~10-40 ms) cannot fit in 0.1 % of a 0.1 s interval: sampling backs off, at
+    # most twofold per sample (0, 0.1, 0.3, 0.7, 1.5, 3.1 s ...) instead of 60 samples in 6 s.
     driver = Driver(sample_fps=10.0, max_cpu_share=0.001)
-    driver.play(one_face(), 3.0)
-    assert driver.hook.samples <= 3
+    driver.play(one_face(), 6.0)
+    assert 5 <= driver.hook.samples <= 7
     assert face_presence.DETECTION_THROTTLED._value.get() > before
+
+
+def test_one_slow_detection_does_not_silence_the_detector() -> None:
+    driver = Driver(sample_fps=5.0)
+    driver.play(empty_scene(), 0.5)
+    # As if one detection had stalled for 3 s of CPU: the next sample comes at most 2 intervals later.
+    driver.hook._record(0.5, 0, 3.0)
+    driver.play(one_face(), 1.0)
+    assert "face_present" in driver.types()
 
 
 def test_options_are_strict() -> None:

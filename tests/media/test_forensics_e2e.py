@@ -12,6 +12,7 @@ import skimage.data
 
 from finrtc.forensics.video import frame_luma
 from finrtc.forensics.watermark import extract, luma_psnr
+from finrtc.hooks.builtin import face_presence
 from finrtc.hooks.contract import Hook, MediaKind, Role, Stage, VideoFrame
 from finrtc.hooks.testing import PlanesVideoTrack, video_from_image, yuv_from_rgb
 from finrtc.signaling.context import ROOMS
@@ -112,7 +113,17 @@ async def test_viewer_frames_carry_the_exact_id_and_faces_are_tracked(tmp_path: 
         # Invisible at normal viewing: the mark costs less than the 38 dB target on every frame.
         assert len(_psnr) > 30 and min(_psnr) >= 38.0, min(_psnr)
 
-        await wait_for(lambda: any(e.type == "face_present" for e in history()), 10)
+        try:
+            await wait_for(lambda: any(e.type == "face_present" for e in history()), 10)
+        except AssertionError:
+            counts = [
+                s.value
+                for s in face_presence.DETECTION_SECONDS.collect()[0].samples
+                if s.name.endswith("_count")
+            ]
+            raise AssertionError(
+                f"no face_present in {[e.type for e in history()]}; detections {counts}"
+            ) from None
         switched = time.monotonic()
         source.show(empty_scene())
         await wait_for(lambda: any(e.type == "face_lost" for e in history()), 10)

@@ -51,7 +51,7 @@ INSTALL_HINT = "install OpenCV 4.x with `pip install 'finrtc[faces]'` (opencv-py
 
 DETECTION_SECONDS = Histogram(
     "finrtc_face_detection_seconds",
-    "Time of one face detection on a downscaled frame.",
+    "CPU time of one face detection on a downscaled frame (single-threaded OpenCV).",
     buckets=metrics.FRAME_BUCKETS,
     registry=metrics.REGISTRY,
 )
@@ -132,10 +132,27 @@ class FaceDetector:
     def __init__(self, options: FacePresenceOptions) -> None:
         import cv2
 
+        # OpenCV would otherwise spread each detection over every core, competing with the media
+        # workers in bursts and making the detection's CPU cost unmeasurable from its own thread.
+        # One thread keeps the cost on the thread that pays for it (see `detect_timed`).
+        cv2.setNumThreads(1)
         self._cv2 = cv2
         self._classifier = load_cascade(options.detector)
         self._width = options.detect_width
         self._min_fraction = options.min_face_fraction
+        # The first detection pays OpenCV's lazy initialisation; pay it here, not on a sample
+        # whose cost would then throttle the sampling rate.
+        self.detect(np.zeros((48, 64), dtype=np.uint8))
+
+    def detect_timed(self, luma: NDArray[np.uint8]) -> tuple[int, float]:
+        """Number of faces, and the CPU seconds the detection took on this thread.
+
+        CPU time, not wall time: on a loaded machine a detection waiting for a core is not a
+        detection that is too expensive, and must not slow sampling down.
+        """
+        started = time.thread_time()
+        faces = len(self.detect(luma))
+        return faces, time.thread_time() - started
 
     def detect(self, luma: NDArray[np.uint8]) -> list[tuple[int, int, int, int]]:
         cv2 = self._cv2
@@ -168,6 +185,7 @@ class FacePresence(Hook):
         self._interval = 1.0 / self.options.sample_fps
         self._next_sample: float | None = None
         self._cost_s = 0.0
+        self._last_interval = self._interval
         self._since: float | None = None
         self._last_face: float | None = None
         self._announced = False
@@ -187,9 +205,8 @@ class FacePresence(Hook):
         if self._next_sample is not None and now < self._next_sample:
             return
         if not self.options.background:
-            started = time.perf_counter()
-            faces = len(self._detector.detect(frame.y))
-            self._record(now, faces, time.perf_counter() - started)
+            faces, cost = self._detector.detect_timed(frame.y)
+            self._record(now, faces, cost)
             return
         if self._in_flight is not None:
             # The previous detection is still running: skip this sample rather than queue.
@@ -197,13 +214,8 @@ class FacePresence(Hook):
             return
         # The frame's planes belong to the encoder once we return: detect on a copy.
         luma = np.array(frame.y, copy=True)
-        self._in_flight = _detector_pool().submit(self._detect_timed, luma)
+        self._in_flight = _detector_pool().submit(self._detector.detect_timed, luma)
         self._in_flight_time = now
-
-    def _detect_timed(self, luma: NDArray[np.uint8]) -> tuple[int, float]:
-        started = time.perf_counter()
-        faces = len(self._detector.detect(luma))
-        return faces, time.perf_counter() - started
 
     def _apply_finished(self) -> None:
         future = self._in_flight
@@ -226,8 +238,11 @@ class FacePresence(Hook):
         interval = self._interval
         affordable = self._cost_s / self.options.max_cpu_share
         if affordable > interval:
-            interval = affordable
+            # Back off at most twofold per sample, so one outlier cannot silence the detector
+            # for many seconds; sustained slowness still reaches the affordable rate.
+            interval = min(affordable, 2.0 * self._last_interval)
             DETECTION_THROTTLED.inc()
+        self._last_interval = interval
         self._next_sample = now + interval
         self.samples += 1
         self.last_faces = faces
