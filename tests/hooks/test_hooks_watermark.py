@@ -82,6 +82,27 @@ def test_flat_areas_get_a_weaker_mark() -> None:
     assert change[:, :300].mean() < 0.6 * change[:, 340:].mean()
 
 
+@pytest.mark.parametrize(("height", "width"), [(480, 640), (360, 640), (1080, 1920)])
+def test_embed_is_the_saturated_sum_of_the_cell_pattern(height: int, width: int) -> None:
+    # Black and white bands force saturation at both ends; the fast path must equal the plain
+    # clip(y + delta) of the pattern expanded to pixels, on layouts with uneven cell sizes too.
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    y[: height // 4] = 0
+    y[-height // 4 :] = 255
+    original = y.copy()
+    embedder = watermark.Embedder(MARK)
+    embedder.embed(y)
+    layout = watermark._layout(height, width)
+    gain = watermark.texture_gain(original, layout)
+    cells = np.rint(watermark.DEFAULT_STRENGTH * gain * embedder._unit).astype(np.int16)
+    rows = np.repeat(np.arange(watermark.GRID_H), layout.row_counts)
+    cols = np.repeat(np.arange(watermark.GRID_W), layout.col_counts)
+    expected = np.clip(original.astype(np.int16) + cells[rows][:, cols], 0, 255)
+    assert np.array_equal(y, expected)
+    assert not np.array_equal(y, original)
+
+
 def test_embeds_in_place_into_padded_plane_views() -> None:
     # Decoded frames keep their rows padded to the line size; only the visible part may change.
     buffer = np.full((480, 704), 100, dtype=np.uint8)

@@ -117,6 +117,11 @@ class _Layout:
     sub_row_starts: NDArray[np.intp]
     sub_col_starts: NDArray[np.intp]
     sub_cell_samples: NDArray[np.float32]
+    # 0/1 matrices that sum the subsampled activity into cells: `rows @ activity @ cols`. One
+    # BLAS call each is several times faster than `np.add.reduceat` here, and exact (sums of
+    # small integers in float32).
+    sub_row_sum: NDArray[np.float32]
+    sub_col_sum: NDArray[np.float32]
 
 
 def _edges(size: int, cells: int) -> NDArray[np.intp]:
@@ -127,8 +132,7 @@ def _edges(size: int, cells: int) -> NDArray[np.intp]:
 def _layout(height: int, width: int) -> _Layout:
     if height < GRID_H or width < GRID_W:
         raise ValueError(
-            f"frame {width}x{height} is too small for the watermark grid "
-            f"(needs at least {GRID_W}x{GRID_H})"
+            f"frame {width}x{height} is too small for the watermark grid (needs at least {GRID_W}x{GRID_H})"
         )
     rows = _edges(height, GRID_H)
     cols = _edges(width, GRID_W)
@@ -141,7 +145,27 @@ def _layout(height: int, width: int) -> _Layout:
     row_span = np.diff(np.append(sub_rows, sub_h))
     col_span = np.diff(np.append(sub_cols, sub_w))
     samples = np.maximum(np.outer(row_span, col_span), 1).astype(np.float32)
-    return _Layout(np.diff(rows), np.diff(cols), rows[:-1], cols[:-1], step, sub_rows, sub_cols, samples)
+    row_sum = _membership(sub_rows, sub_h)
+    col_sum = np.ascontiguousarray(_membership(sub_cols, sub_w).T)
+    return _Layout(
+        np.diff(rows),
+        np.diff(cols),
+        rows[:-1],
+        cols[:-1],
+        step,
+        sub_rows,
+        sub_cols,
+        samples,
+        row_sum,
+        col_sum,
+    )
+
+
+def _membership(starts: NDArray[np.intp], size: int) -> NDArray[np.float32]:
+    """A (cells x size) matrix with 1 where sample index j belongs to cell i."""
+    ends = np.append(starts[1:], size)
+    index = np.arange(size)
+    return ((index >= starts[:, None]) & (index < ends[:, None])).astype(np.float32)
 
 
 def texture_gain(y: U8, layout: _Layout) -> NDArray[np.float32]:
@@ -149,10 +173,9 @@ def texture_gain(y: U8, layout: _Layout) -> NDArray[np.float32]:
     step = layout.step
     sub = y[::step, ::step].astype(np.int16)
     activity = np.abs(np.diff(sub[:-1], axis=1)) + np.abs(np.diff(sub[:, :-1], axis=0))
-    per_row = np.add.reduceat(activity, layout.sub_row_starts, axis=0, dtype=np.int32)
-    per_cell = np.add.reduceat(per_row, layout.sub_col_starts, axis=1, dtype=np.int32)
+    per_cell = layout.sub_row_sum @ activity.astype(np.float32) @ layout.sub_col_sum
     # Gradients over `step` pixels are larger than per-pixel ones; compare per pixel.
-    gain = per_cell.astype(np.float32) / (layout.sub_cell_samples * (ACTIVITY_REFERENCE * step))
+    gain: NDArray[np.float32] = per_cell / (layout.sub_cell_samples * (ACTIVITY_REFERENCE * step))
     return np.clip(gain, MIN_GAIN, MAX_GAIN, out=gain)
 
 
@@ -180,7 +203,10 @@ class Embedder:
         self._frame = 0
         self._shape: tuple[int, int] | None = None
         self._gain: NDArray[np.float32] | None = None
-        self._work = np.empty(0, dtype=np.int16)
+        # Full-resolution delta planes, rebuilt when the mask or the payload changes.
+        self._raise: U8 | None = None
+        self._lower: U8 | None = None
+        self._ceiling: U8 | None = None
         self.payload = -1
         self.set_payload(payload)
 
@@ -190,23 +216,43 @@ class Embedder:
         symbols = encode_payload(payload)
         self._unit = (self._pattern.chips * symbols[self._pattern.symbol_of_cell]).astype(np.float32)
         self.payload = payload
+        self._raise = None
 
     def embed(self, y: U8) -> None:
         height, width = y.shape
         layout = _layout(height, width)
         if self._shape != (height, width):
             self._shape = (height, width)
-            self._work = np.empty((height, width), dtype=np.int16)
             self._gain = None
         if self._gain is None or self._frame % self._mask_every == 0:
             self._gain = texture_gain(y, layout)
+            self._raise = None
         self._frame += 1
+        if self._raise is None:
+            self._prepare_delta(layout)
+        assert self._raise is not None and self._ceiling is not None and self._lower is not None
+        # clip(y + delta, 0, 255) as four in-place uint8 passes over planes prepared once per
+        # mask update: a cell's delta has one sign, so the raise and lower passes never mix.
+        np.minimum(y, self._ceiling, out=y)
+        np.add(y, self._raise, out=y)
+        np.maximum(y, self._lower, out=y)
+        np.subtract(y, self._lower, out=y)
+
+    def _prepare_delta(self, layout: _Layout) -> None:
+        assert self._gain is not None
         cell_delta = np.rint(self._strength * self._gain * self._unit).astype(np.int16)
-        delta = np.repeat(np.repeat(cell_delta, layout.row_counts, axis=0), layout.col_counts, axis=1)
-        work = self._work
-        np.add(y, delta, out=work, dtype=np.int16)
-        np.clip(work, 0, 255, out=work)
-        np.copyto(y, work, casting="unsafe")
+        np.clip(cell_delta, -255, 255, out=cell_delta)
+        raise_cells = np.maximum(cell_delta, 0).astype(np.uint8)
+        lower_cells = np.maximum(-cell_delta, 0).astype(np.uint8)
+        self._raise = _expand(raise_cells, layout)
+        self._lower = _expand(lower_cells, layout)
+        self._ceiling = _expand(255 - raise_cells, layout)
+
+
+def _expand(cells: U8, layout: _Layout) -> U8:
+    """Cell values to a full-resolution plane (columns first: the wide repeat runs on few rows)."""
+    wide = np.repeat(cells, layout.col_counts, axis=1)
+    return np.ascontiguousarray(np.repeat(wide, layout.row_counts, axis=0))
 
 
 @functools.lru_cache(maxsize=8)
