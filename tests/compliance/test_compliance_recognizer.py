@@ -157,3 +157,24 @@ def test_runtime_validates_scripts_language_and_policy(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"rooms.default_policy.script: unknown script 'x'"):
         ComplianceRuntime.from_config(loaded({"rooms": {"default_policy": {"script": "x"}}}))
     assert ComplianceRuntime.from_config(loaded({"compliance": {"enabled": False}})) is None
+
+
+def test_endless_speech_is_transcribed_in_bounded_pieces(tmp_path: Path) -> None:
+    # Sentences back to back without pauses: one speech segment for the endpointer, which
+    # without the cap would be one ever-growing decoding.
+    sentence = synthesize("The value of your policy can go down as well as up.", tmp_path, "slt")
+    audio = np.concatenate([silence(0.5), *[sentence] * 5, silence(1.0)])
+    recognizer = PocketsphinxRecognizer("s", builtin_model(), ["go down as well as up"], max_utterance_s=4.0)
+    results = []
+    for offset in range(0, len(audio), 1600):
+        results += recognizer.feed(audio[offset : offset + 1600], offset / 16000)
+    results += recognizer.flush()
+    transcribed = [result for result in results if result.text]
+    assert len(transcribed) >= 3, [(r.start, r.end, r.text) for r in results]
+    assert all(result.end - result.start <= 4.0 + 0.05 for result in transcribed)
+    # Pieces follow each other without gaps or overlaps in media time.
+    starts = [result.start for result in transcribed]
+    assert starts == sorted(starts)
+    # Keyphrase spotting runs across the cuts: every repetition is spotted.
+    hits = [hit for result in results for hit in result.keywords]
+    assert len(hits) >= 4

@@ -42,6 +42,13 @@ from finrtc.errors import ConfigError
 SAMPLE_RATE = 16000
 MANIFEST_NAME = "finrtc-model.yaml"
 _FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
+DEFAULT_MAX_UTTERANCE_S = 15.0
+# Full-decoding settings, measured with benchmarks/speech_accuracy.py (4 flite voices, clean and
+# after Opus): the second passes (fwdflat, bestpath) and an uncapped HMM count cost 0.154 CPU-s
+# per audio-s for 40/40 detections; without them and with at most 5000 active HMMs per frame,
+# 0.118 CPU-s for the same 40/40 (transcript alone 37/40 vs 35/40) and 0 false alarms on the
+# negated distractors. Narrower beams (1e-40) cut to 0.094 but lost detections.
+_LM_DECODER_SETTINGS: dict[str, Any] = {"fwdflat": False, "bestpath": False, "maxhmmpf": 5000}
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,12 +262,19 @@ class PocketsphinxRecognizer:
         phrases: Sequence[str],
         *,
         transcribe: bool = True,
+        max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
     ) -> None:
         import pocketsphinx
 
         self.stream_id = stream_id
         self.model_digest = model.digest
         self.transcribe = transcribe
+        # A speech segment longer than this is decoded in pieces. Without the cap, a monologue
+        # or a noisy line the endpointer takes for speech is one endless utterance whose search
+        # memory and per-frame cost keep growing (measured: 0.6 CPU-s per audio-s and +40 MB
+        # after two minutes of continuous voice-like sound).
+        self.max_utterance_s = max_utterance_s
+        self._utterance_start = 0.0
         common: dict[str, Any] = {
             "hmm": model.acoustic_model,
             "dict": model.dictionary,
@@ -302,7 +316,9 @@ class PocketsphinxRecognizer:
                 raise ConfigError(
                     f"model {model.source} has no language_model, so it cannot transcribe"
                 )
-            self._lm = pocketsphinx.Decoder(lm=model.language_model, **common)
+            self._lm = pocketsphinx.Decoder(
+                lm=model.language_model, **common, **_LM_DECODER_SETTINGS
+            )
             self._endpointer = pocketsphinx.Endpointer(sample_rate=SAMPLE_RATE)
         frame_samples = (
             self._endpointer.frame_bytes // 2 if self._endpointer is not None else 480
@@ -361,12 +377,10 @@ class PocketsphinxRecognizer:
             speech = self._endpointer.end_stream(bytes(self._endpointer.frame_bytes))
             if speech is not None:
                 if not self._in_utterance:
-                    self._lm.start_utt()
-                    self._in_utterance = True
+                    self._start_utterance(self._endpointer.speech_start)
                 self._lm.process_raw(speech)
             if self._in_utterance:
-                self._finish_utterance(self._endpointer.speech_start, self._samples / SAMPLE_RATE,
-                                       results)
+                self._finish_utterance(self._utterance_start, self._samples / SAMPLE_RATE, results)
             # The stream is over: the endpointer's clock cannot be restarted consistently.
             self._endpointer = None
             self._lm = None
@@ -392,14 +406,21 @@ class PocketsphinxRecognizer:
         was_in_speech = self._endpointer.in_speech
         speech = self._endpointer.process(data)
         if speech is not None:
-            if not was_in_speech and not self._in_utterance:
-                self._lm.start_utt()
-                self._in_utterance = True
-            self._lm.process_raw(speech)
-            if not self._endpointer.in_speech:
-                self._finish_utterance(
-                    self._endpointer.speech_start, self._endpointer.speech_end, results
+            if not self._in_utterance:
+                # A new segment starts where the endpointer says; the continuation of a split
+                # one where the previous piece ended.
+                self._start_utterance(
+                    self._endpointer.speech_start if not was_in_speech else self._utterance_end
                 )
+            self._lm.process_raw(speech)
+            self._lm_samples += len(speech) // 2
+            if not self._endpointer.in_speech:
+                self._finish_utterance(self._utterance_start, self._endpointer.speech_end, results)
+            else:
+                # The endpointer hands out speech with a fixed delay: the decoded audio ends here.
+                decoded_until = self._utterance_start + self._lm_samples / SAMPLE_RATE
+                if decoded_until - self._utterance_start >= self.max_utterance_s:
+                    self._finish_utterance(self._utterance_start, decoded_until, results)
         elif not self._endpointer.in_speech and not self._in_utterance:
             # Keyword hits outside any speech segment the endpointer saw: report them alone
             # once they are old enough that no segment can still claim them.
@@ -419,11 +440,21 @@ class PocketsphinxRecognizer:
                 KeywordHit(phrase, self._media_time(start), self._media_time(end), confidence)
             )
 
+    _lm_samples = 0
+    _utterance_end = 0.0
+
+    def _start_utterance(self, start_s: float) -> None:
+        self._lm.start_utt()
+        self._in_utterance = True
+        self._utterance_start = start_s
+        self._lm_samples = 0
+
     def _finish_utterance(
         self, start_s: float, end_s: float, results: list[RecognitionResult]
     ) -> None:
         self._lm.end_utt()
         self._in_utterance = False
+        self._utterance_end = end_s
         hypothesis = self._lm.hyp()
         text = hypothesis.hypstr.strip() if hypothesis is not None else ""
         confidence = float(min(1.0, max(0.0, hypothesis.prob))) if hypothesis is not None else 0.0
@@ -464,8 +495,14 @@ class PocketsphinxRecognizer:
 
 
 def create_recognizer(
-    stream_id: str, model: ModelSpec, phrases: Sequence[str], transcribe: bool
+    stream_id: str,
+    model: ModelSpec,
+    phrases: Sequence[str],
+    transcribe: bool,
+    max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
 ) -> PocketsphinxRecognizer:
     if model.engine == "pocketsphinx":
-        return PocketsphinxRecognizer(stream_id, model, phrases, transcribe=transcribe)
+        return PocketsphinxRecognizer(
+            stream_id, model, phrases, transcribe=transcribe, max_utterance_s=max_utterance_s
+        )
     raise ConfigError(f"recognizer engine {model.engine!r} is not available in this build")

@@ -53,6 +53,7 @@ class ComplianceRuntime:
             workers=config.recognizer.workers,
             queue_seconds=config.recognizer.queue_seconds,
             transcribe=config.recognizer.transcribe,
+            max_utterance_s=config.recognizer.max_utterance_s,
         )
         self._started = False
 

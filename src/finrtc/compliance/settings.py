@@ -22,6 +22,10 @@ class RecognizerConfig(StrictModel):
     # Full decoding of speech segments: the evidence transcript and negation check.
     # Off = keyphrase spotting only (~10x cheaper, but negated confirmations cannot be told apart).
     transcribe: bool = True
+    # Speech segments longer than this are transcribed in pieces, so a monologue or a noisy line
+    # cannot grow one decoding without bound (a phrase across a cut may be missed in the
+    # transcript; keyphrase spotting is not cut).
+    max_utterance_s: float = Field(default=15.0, ge=3.0, le=120.0)
 
 
 class ComplianceConfig(StrictModel):

@@ -34,6 +34,7 @@ from finrtc.compliance.metrics import (
     WORKER_RESTARTS,
 )
 from finrtc.compliance.recognizer import (
+    DEFAULT_MAX_UTTERANCE_S,
     SAMPLE_RATE,
     ModelSpec,
     RecognitionResult,
@@ -59,6 +60,7 @@ class _Open:
     model: ModelSpec
     phrases: tuple[str, ...]
     transcribe: bool
+    max_utterance_s: float
     # A test hook: seconds of extra CPU work per second of audio (0 in production).
     slowdown: float
 
@@ -107,7 +109,7 @@ def _worker_main(
             spec: _Open = message[1]
             try:
                 recognizers[spec.stream_id] = create_recognizer(
-                    spec.stream_id, spec.model, spec.phrases, spec.transcribe
+                    spec.stream_id, spec.model, spec.phrases, spec.transcribe, spec.max_utterance_s
                 )
                 slowdowns[spec.stream_id] = spec.slowdown
                 skipped = recognizers[spec.stream_id].skipped_phrases
@@ -270,9 +272,11 @@ class RecognizerPool:
         workers: int = 1,
         queue_seconds: float = 10.0,
         transcribe: bool = True,
+        max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
     ) -> None:
         self.model = model
         self.transcribe = transcribe
+        self.max_utterance_s = max_utterance_s
         self._context = multiprocessing.get_context("spawn")
         self._audio_blocks = max(2, round(queue_seconds / BLOCK_SECONDS))
         self._workers = [_Worker(self._context, index, self._audio_blocks) for index in range(workers)]
@@ -321,7 +325,14 @@ class RecognizerPool:
         with self._lock:
             stream_id = f"{label}#{next(self._ids)}"
             worker = min(self._workers, key=lambda candidate: len(candidate.streams))
-            spec = _Open(stream_id, model or self.model, tuple(phrases), self.transcribe, slowdown)
+            spec = _Open(
+                stream_id,
+                model or self.model,
+                tuple(phrases),
+                self.transcribe,
+                self.max_utterance_s,
+                slowdown,
+            )
             stream = _Stream(stream_id, worker, spec, on_result, on_drop, on_failure)
             self._streams[stream_id] = stream
             worker.streams.add(stream_id)
