@@ -1,5 +1,11 @@
 """The pre-encoded test clip: VP8 640x480@30 with a frame counter stamped into the picture + Opus.
 
+The audio is one side of a conversation: sales-script speech (Debian flite) for the first half of
+the clip and room-level silence for the second. The load generator starts a call's customer half
+a clip later than its agent, so the two take turns like people do, and the server's speech
+recognition works on what a real call gives it (each party speaks about half of the time). A
+constant tone instead looks like one endless utterance to the recognizer's endpointer.
+
 Publishers send these packets as they are, so the load generator spends no encode CPU. The
 counter is drawn as large black/white blocks in a band at the bottom of the picture: they survive
 the server's decode + re-encode (and the watermark hooks, which stay out of that band), so a
@@ -9,8 +15,11 @@ subscriber can read which source frame it is looking at and compute latency on o
 from __future__ import annotations
 
 import hashlib
+import shutil
 import struct
+import subprocess
 import tempfile
+import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -40,7 +49,14 @@ BAND_TOP = 400
 BAND_HEIGHT = 64
 LUMA_BLACK = 16
 LUMA_WHITE = 235
-CACHE_VERSION = 3
+CACHE_VERSION = 4
+# Spoken in the first half of the clip, in this order (about 8 s with flite's slt voice).
+SCRIPT_LINES = (
+    "Hello, my name is Alice Brown.",
+    "Please note that returns are not guaranteed.",
+    "I understand and agree.",
+)
+SILENCE_NOISE = 20.0  # int16 amplitude of the silent half: a quiet room, not digital zero
 
 
 def _check(value: int) -> int:
@@ -163,6 +179,40 @@ def _encode_video() -> list[bytes]:
     return packets
 
 
+def _speech_16k(text: str, folder: Path) -> NDArray[np.int16]:
+    flite = shutil.which("flite")
+    if flite is None:
+        raise RuntimeError("the benchmark clip needs Debian flite: apt-get install flite (make bench does)")
+    path = folder / f"line{len(list(folder.iterdir()))}.wav"
+    subprocess.run([flite, "-voice", "slt", "-t", text, "-o", str(path)], check=True, timeout=60)
+    with wave.open(str(path)) as handle:
+        if handle.getframerate() != 16000 or handle.getnchannels() != 1:
+            raise RuntimeError(f"flite produced {handle.getframerate()} Hz x {handle.getnchannels()}")
+        return np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).copy()
+
+
+def conversation_pcm() -> NDArray[np.int16]:
+    """48 kHz mono int16 for the whole clip: script speech, then quiet room noise."""
+    total = int(CLIP_FRAMES / FPS * AUDIO_RATE)
+    half = total // 2
+    with tempfile.TemporaryDirectory(prefix="finrtc-clip-") as tmp:
+        pause = np.zeros(8000, dtype=np.int16)  # 0.5 s between lines at 16 kHz
+        parts = [part for line in SCRIPT_LINES for part in (_speech_16k(line, Path(tmp)), pause)]
+    speech16 = np.concatenate(parts)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+    frame = av.AudioFrame.from_ndarray(speech16.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = 16000
+    outputs = (*resampler.resample(frame), *resampler.resample(None))
+    resampled = [out.to_ndarray().reshape(-1) for out in outputs]
+    speech = np.concatenate(resampled)
+    if len(speech) > half:
+        raise RuntimeError(f"the script lines last {len(speech) / AUDIO_RATE:.1f} s, more than half the clip")
+    rng = np.random.default_rng(7)
+    pcm = np.rint(rng.normal(0.0, SILENCE_NOISE, total)).astype(np.int16)
+    pcm[: len(speech)] = speech
+    return pcm
+
+
 def _encode_audio() -> list[bytes]:
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate = AUDIO_RATE
@@ -170,12 +220,8 @@ def _encode_audio() -> list[bytes]:
     codec.format = "s16"
     codec.bit_rate = AUDIO_BITRATE
     codec.time_base = AUDIO_TIME_BASE
-    seconds = CLIP_FRAMES / FPS
-    total = int(seconds * AUDIO_RATE)
-    t = np.arange(total, dtype=np.float32) / AUDIO_RATE
-    # A warbling tone: speech-like enough for Opus' voice mode, cheap to make.
-    tone = 0.2 * np.sin(2 * np.pi * (300 + 80 * np.sin(2 * np.pi * 0.5 * t)) * t)
-    pcm = (tone * 32767).astype(np.int16)
+    pcm = conversation_pcm()
+    total = len(pcm)
     packets: list[bytes] = []
     for start in range(0, total - AUDIO_SAMPLES_PER_PACKET + 1, AUDIO_SAMPLES_PER_PACKET):
         chunk = pcm[start : start + AUDIO_SAMPLES_PER_PACKET]
@@ -191,7 +237,7 @@ def _encode_audio() -> list[bytes]:
 def _cache_path() -> Path:
     key = hashlib.sha256(
         f"{CACHE_VERSION}:{WIDTH}x{HEIGHT}@{FPS}:{CLIP_FRAMES}:{GOP_FRAMES}:{VIDEO_BITRATE}:"
-        f"{AUDIO_BITRATE}:{av.__version__}".encode()
+        f"{AUDIO_BITRATE}:{av.__version__}:{SCRIPT_LINES}:{SILENCE_NOISE}".encode()
     ).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"finrtc-bench-clip-{key}.bin"
 

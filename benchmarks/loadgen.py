@@ -66,10 +66,12 @@ class PacketTrack(MediaStreamTrack):
         time_base: Fraction,
         period_s: float,
         send_log: list[float] | None = None,
+        first_packet: int = 0,
     ) -> None:
         super().__init__()
         self.kind = kind
         self._packets = packets
+        self._first = first_packet
         self._ticks = ticks
         self._time_base = time_base
         self._period = period_s
@@ -86,7 +88,7 @@ class PacketTrack(MediaStreamTrack):
         due = self._start + self._count * self._period
         if due > now:
             await asyncio.sleep(due - now)
-        packet = av.Packet(self._packets[self._count % len(self._packets)])
+        packet = av.Packet(self._packets[(self._first + self._count) % len(self._packets)])
         packet.pts = self._count * self._ticks
         packet.time_base = self._time_base
         if self.send_log is not None:
@@ -100,6 +102,9 @@ class Publisher:
     room: str
     identity: str
     role: str
+    # Where in the clip this publisher's audio starts, as a fraction: a call's customer starts
+    # half a clip after its agent, so the two speak in turns (see benchmarks/clip.py).
+    audio_phase: float = 0.0
     send_log: list[float] = field(default_factory=list)
     pc: RTCPeerConnection | None = None
     location: str | None = None
@@ -178,6 +183,7 @@ def add_publisher_tracks(pc: RTCPeerConnection, publisher: Publisher, clip: clip
         clip_module.AUDIO_SAMPLES_PER_PACKET,
         clip_module.AUDIO_TIME_BASE,
         clip_module.AUDIO_SAMPLES_PER_PACKET / clip_module.AUDIO_RATE,
+        first_packet=int(publisher.audio_phase * len(clip.audio)),
     )
     pc.addTransceiver(video, direction="sendonly")
     pc.addTransceiver(audio, direction="sendonly")
@@ -329,7 +335,7 @@ def plan(
         for c in range(count):
             room = f"bench-call-{c}"
             agent = Publisher(room=room, identity=f"agent-{c}", role="agent")
-            customer = Publisher(room=room, identity=f"customer-{c}", role="customer")
+            customer = Publisher(room=room, identity=f"customer-{c}", role="customer", audio_phase=0.5)
             pubs.extend((agent, customer))
             # Each party's viewer runs under its own identity: WHIP and WHEP are separate sessions.
             subs.append(Subscriber(room, customer, f"agent-{c}-view", "agent", probe=2 * c < probe_limit))

@@ -134,12 +134,23 @@ class Context:
     configs: dict[str, PreparedConfig]
     variants: tuple[str, ...]
     nice: int = 0
+    # "shared": in the calls sweep the server and the load generator both run on every core,
+    # which is what "N calls on this 2-core machine" means (the server's recognizer workers and
+    # codec threads may use the second core). "split": the server keeps to its own core(s).
+    calls_cores: str = "shared"
     log: list[str] = field(default_factory=list)
 
     def say(self, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
         print(f"[{stamp}] {message}", flush=True)
         self.log.append(message)
+
+
+def cores_for(ctx: Context, scenario: str) -> tuple[list[int] | None, list[int] | None]:
+    """(server cores, load generator cores) for a scenario; None = every core."""
+    if scenario == "calls" and ctx.calls_cores == "shared":
+        return None, None
+    return ctx.server_cores, ctx.loadgen_cores
 
 
 def run_loadgen(
@@ -173,7 +184,7 @@ def run_loadgen(
         ]
     timeout = 120 + ctx.mode.warmup_s + measure + 2 * count
     completed = subprocess.run(
-        pinned(command, ctx.loadgen_cores, ctx.nice),
+        pinned(command, cores_for(ctx, scenario)[1], ctx.nice),
         cwd=REPO_DIR,
         capture_output=True,
         text=True,
@@ -241,7 +252,8 @@ def measure_point(
     direct_p95_ms: float | None,
     measure_s: float | None = None,
 ) -> dict[str, Any]:
-    server = Server(variant, ctx.work_dir, ctx.secret, ctx.server_cores, ctx.configs, ctx.nice)
+    server_cores = cores_for(ctx, scenario)[0]
+    server = Server(variant, ctx.work_dir, ctx.secret, server_cores, ctx.configs, ctx.nice)
     try:
         server.wait_ready()
         point = run_loadgen(ctx, scenario, count, server, measure_s)
@@ -253,6 +265,7 @@ def measure_point(
             f"server exited with code {server.process.returncode}: {server.log_tail(5)}"
         )
     point["variant"] = variant
+    point["server_cores_allowed"] = server_cores
     point["slo"] = evaluate_slo(point, direct_p95_ms)
     return point
 
@@ -433,7 +446,12 @@ def machine_info() -> dict[str, Any]:
 
 
 def run(
-    mode: Mode, out_dir: Path, variants: Sequence[str], f2_config: Path, nice: int = 0
+    mode: Mode,
+    out_dir: Path,
+    variants: Sequence[str],
+    f2_config: Path,
+    nice: int = 0,
+    calls_cores: str = "shared",
 ) -> tuple[dict[str, Any], bool]:
     started = time.time()
     server_cores, loadgen_cores = cpu_affinity_plan()
@@ -454,12 +472,13 @@ def run(
             configs,
             tuple(v for v in VARIANTS if v in variants),
             nice,
+            calls_cores,
         )
         for note in notes:
             ctx.say(note)
         ctx.say(
             f"mode {mode.name}: server cores {server_cores}, load generator cores "
-            f"{loadgen_cores}, F2 hooks {configs['F2'].hooks}"
+            f"{loadgen_cores} (calls: {calls_cores} cores), F2 hooks {configs['F2'].hooks}"
         )
 
         from benchmarks.microbench import run_microbench
@@ -534,6 +553,7 @@ def run(
             "calls": list(mode.calls),
             "server_cores": server_cores,
             "loadgen_cores": loadgen_cores,
+            "calls_cores": calls_cores,
             "f2_config": str(f2_config),
             "variants": list(ctx.variants),
             "nice": nice,
@@ -611,6 +631,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run servers and load generator at this nice value (negative needs root): on a "
         "shared machine it keeps other processes from distorting the figures",
     )
+    parser.add_argument(
+        "--calls-cores",
+        choices=("shared", "split"),
+        default="shared",
+        help="calls sweep: server and load generator share every core (default; the issue's "
+        "'calls on this 2-core machine'), or keep to their own cores like the fan-out sweep",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
@@ -642,7 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         out_dir = RESULTS_DIR
     try:
-        results, harness_ok = run(mode, out_dir, variants, args.f2_config, args.nice)
+        results, harness_ok = run(mode, out_dir, variants, args.f2_config, args.nice, args.calls_cores)
     except BenchError as error:
         print(f"benchmark harness failed: {error}", file=sys.stderr)
         return 1

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from finrtc import cli
 from finrtc.auth import verify_token
 from finrtc.hooks.contract import Role
 
@@ -63,3 +66,28 @@ def test_token_command_rejects_bad_identity() -> None:
         "token", "--room", "r", "--identity", "bad name", "--role", "agent", env={"FINRTC_API_SECRET": SECRET}
     )
     assert result.returncode == 2 and "invalid identity" in result.stderr
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="BLAS starts no extra threads on one core")
+@pytest.mark.parametrize("limited", [True, False])
+def test_the_cli_keeps_blas_from_spawning_worker_threads(limited: bool) -> None:
+    code = (
+        "import os, sys\n"
+        "from finrtc import cli\n"
+        "if sys.argv[1] == 'limited':\n"
+        "    cli.limit_native_threads()\n"
+        "import numpy as np\n"
+        "a = np.ones((400, 400), dtype=np.float32)\n"
+        "for _ in range(5):\n"
+        "    a @ a\n"
+        "print(len(os.listdir('/proc/self/task')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in cli.SINGLE_THREAD_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", code, "limited" if limited else "default"],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )
+    threads = int(done.stdout.strip())
+    # Without the limit OpenBLAS adds a worker per extra core; the control run proves the
+    # measurement can see them.
+    assert (threads == 1) if limited else (threads > 1)
