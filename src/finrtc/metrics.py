@@ -39,7 +39,7 @@ FRAMES_IN = Counter(
 )
 FRAMES_DROPPED = Counter(
     "finrtc_frames_dropped_total",
-    "Decoded frames dropped before the hook chain because the pipeline was behind.",
+    "Decoded frames dropped before the hook chain because the server was behind (the oldest go).",
     ["kind"],
     registry=REGISTRY,
 )

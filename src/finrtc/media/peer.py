@@ -19,10 +19,11 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
+from finrtc import metrics
 from finrtc.config import MediaConfig
 from finrtc.errors import BadRequestError
 from finrtc.hooks.contract import MediaKind
-from finrtc.media import jitter
+from finrtc.media import jitter, receive_queue
 from finrtc.media.forwarder import ForwardedTrack
 from finrtc.media.ice import announce_addresses, rtc_configuration
 from finrtc.tasks import spawn
@@ -150,6 +151,11 @@ class PeerSession:
         for transceiver in self._pc.getTransceivers():
             if transceiver.kind in ("audio", "video"):
                 transceiver.direction = "recvonly"
+                receive_queue.install(
+                    transceiver.receiver,
+                    transceiver.kind,
+                    metrics.FRAMES_DROPPED.labels(kind=transceiver.kind).inc,
+                )
             if transceiver.kind == "video":
                 jitter.install(transceiver.receiver)
         if not self._incoming:
