@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from pathlib import Path
 
@@ -172,9 +173,9 @@ def test_endless_speech_is_transcribed_in_bounded_pieces(tmp_path: Path) -> None
     transcribed = [result for result in results if result.text]
     assert len(transcribed) >= 3, [(r.start, r.end, r.text) for r in results]
     assert all(result.end - result.start <= 4.0 + 0.05 for result in transcribed)
-    # Pieces follow each other without gaps or overlaps in media time.
-    starts = [result.start for result in transcribed]
-    assert starts == sorted(starts)
+    # Pieces follow each other in media time without overlapping.
+    for earlier, later in itertools.pairwise(transcribed):
+        assert later.start >= earlier.end - 0.05, (earlier, later)
     # Keyphrase spotting runs across the cuts: every repetition is spotted.
     hits = [hit for result in results for hit in result.keywords]
     assert len(hits) >= 4

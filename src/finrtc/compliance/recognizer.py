@@ -377,7 +377,7 @@ class PocketsphinxRecognizer:
             speech = self._endpointer.end_stream(bytes(self._endpointer.frame_bytes))
             if speech is not None:
                 if not self._in_utterance:
-                    self._start_utterance(self._endpointer.speech_start)
+                    self._start_utterance(self._segment_start())
                 self._lm.process_raw(speech)
             if self._in_utterance:
                 self._finish_utterance(self._utterance_start, self._samples / SAMPLE_RATE, results)
@@ -403,24 +403,21 @@ class PocketsphinxRecognizer:
         if self._endpointer is None or self._lm is None:
             self._release_hits(results, everything=True)
             return
-        was_in_speech = self._endpointer.in_speech
         speech = self._endpointer.process(data)
         if speech is not None:
             if not self._in_utterance:
-                # A new segment starts where the endpointer says; the continuation of a split
-                # one where the previous piece ended.
-                self._start_utterance(
-                    self._endpointer.speech_start if not was_in_speech else self._utterance_end
-                )
+                self._start_utterance(self._segment_start())
             self._lm.process_raw(speech)
             self._lm_samples += len(speech) // 2
             if not self._endpointer.in_speech:
                 self._finish_utterance(self._utterance_start, self._endpointer.speech_end, results)
+                self._split = False
             else:
                 # The endpointer hands out speech with a fixed delay: the decoded audio ends here.
                 decoded_until = self._utterance_start + self._lm_samples / SAMPLE_RATE
                 if decoded_until - self._utterance_start >= self.max_utterance_s:
                     self._finish_utterance(self._utterance_start, decoded_until, results)
+                    self._split = True
         elif not self._endpointer.in_speech and not self._in_utterance:
             # Keyword hits outside any speech segment the endpointer saw: report them alone
             # once they are old enough that no segment can still claim them.
@@ -442,6 +439,13 @@ class PocketsphinxRecognizer:
 
     _lm_samples = 0
     _utterance_end = 0.0
+    # The current speech segment was cut at `max_utterance_s` and continues.
+    _split = False
+
+    def _segment_start(self) -> float:
+        """A new segment starts where the endpointer says; the rest of a cut one where the
+        previous piece ended."""
+        return self._utterance_end if self._split else float(self._endpointer.speech_start)
 
     def _start_utterance(self, start_s: float) -> None:
         self._lm.start_utt()
