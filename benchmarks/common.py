@@ -75,6 +75,30 @@ def cpu_seconds(root: int) -> float:
     return total / CLOCK_TICKS
 
 
+def cpu_seconds_by_thread(root: int) -> dict[str, float]:
+    """CPU time of `root`'s process tree per native thread name, numbered suffixes folded
+    ("finrtc-media_0" and "finrtc-media_1" count as "finrtc-media"). finrtc names its own threads
+    (finrtc.threads); aiortc's decoders and the event loop keep the process name."""
+    totals: dict[str, float] = {}
+    for pid in descendants(root):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8", errors="replace") as handle:
+                    name = handle.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
+                    text = handle.read()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2 :].split()
+            key = name.rstrip("0123456789").rstrip("_-") or name
+            totals[key] = totals.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return totals
+
+
 def rss_bytes(root: int) -> int:
     total = 0
     for pid in descendants(root):

@@ -38,6 +38,7 @@ from benchmarks import clip as clip_module
 from benchmarks.common import (
     bucket_delta,
     cpu_seconds,
+    cpu_seconds_by_thread,
     histogram_quantile,
     histograms,
     install_uvloop,
@@ -489,6 +490,7 @@ async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
         own_pid = os.getpid()
         window_start = time.perf_counter()
         server_cpu_start = cpu_seconds(args.server_pid) if args.server_pid else None
+        threads_start = cpu_seconds_by_thread(args.server_pid) if args.server_pid else {}
         own_cpu_start = cpu_seconds(own_pid)
         busy_start = system_busy_seconds()
         metrics_start = await scrape(session, args.base_url)
@@ -506,6 +508,7 @@ async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(min(RSS_SAMPLE_INTERVAL_S, max(0.0, deadline - now)))
         window_end = time.perf_counter()
         server_cpu_end = cpu_seconds(args.server_pid) if args.server_pid else None
+        threads_end = cpu_seconds_by_thread(args.server_pid) if args.server_pid else {}
         own_cpu_end = cpu_seconds(own_pid)
         busy_end = system_busy_seconds()
         metrics_end = await scrape(session, args.base_url)
@@ -568,6 +571,13 @@ async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_mb_end": rss_samples[-1] / 2**20 if rss_samples else None,
                 "rss_mb_max": max(rss_samples) / 2**20 if rss_samples else None,
                 "rss_timeline_mb": rss_timeline,
+                # Where the server's CPU went, in cores, by native thread name (threads that
+                # ended inside the window are missing).
+                "cpu_cores_by_thread": {
+                    name: round((threads_end[name] - threads_start.get(name, 0.0)) / window, 4)
+                    for name in sorted(threads_end)
+                    if threads_end[name] - threads_start.get(name, 0.0) > 0
+                },
             }
         result["metrics"] = metric_summary(metrics_start, metrics_end)
     finally:

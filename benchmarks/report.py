@@ -73,6 +73,11 @@ def aggregate(points: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any
                 if stats.get("p99_ms") is not None:
                     encode.setdefault(kind, []).append(stats["p99_ms"])
         entry["encode_p99_ms"] = {kind: percentile(v, 0.5) for kind, v in encode.items()}
+        threads: dict[str, list[float]] = {}
+        for point in group:
+            for name, cores in ((point.get("server") or {}).get("cpu_cores_by_thread") or {}).items():
+                threads.setdefault(name, []).append(cores)
+        entry["cpu_cores_by_thread"] = {name: percentile(v, 0.5) for name, v in threads.items()}
         result.setdefault(scenario, {}).setdefault(variant, {})[str(count)] = entry
     return result
 
@@ -344,6 +349,23 @@ def markdown(results: dict[str, Any]) -> str:
             "| Variant | Load | Hook / stage | p99 ms (server histogram) |",
             "|---|---|---|---|",
             *hooks_rows,
+        ]
+    thread_rows = []
+    for variant in ("F2", "F1"):
+        for count, e in sorted(
+            results["table"].get("calls", {}).get(variant, {}).items(), key=lambda item: int(item[0])
+        ):
+            shares = sorted((e.get("cpu_cores_by_thread") or {}).items(), key=lambda item: -item[1])
+            if shares:
+                shown = ", ".join(f"{name} {cores:.2f}" for name, cores in shares if cores >= 0.01)
+                thread_rows.append(f"| {variant} | {count} calls | {shown} |")
+    if thread_rows:
+        lines += [
+            "",
+            "| Variant | Load | Server CPU by thread (cores, median; unnamed threads: event loop and "
+            "aiortc decoders) |",
+            "|---|---|---|",
+            *thread_rows,
         ]
     micro = results["micro"]
     lines += ["", "| Micro-benchmark (µs, mean / p99) | 480p | 720p |", "|---|---|---|"]

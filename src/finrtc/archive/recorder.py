@@ -49,6 +49,7 @@ from finrtc.archive.settings import ArchiveConfig
 from finrtc.archive.storage import LocalStorage, S3Storage, Storage
 from finrtc.errors import ArchiveError
 from finrtc.hooks.contract import EncodedPacket, HookEvent, MediaKind, TrackInfo
+from finrtc.threads import name_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -469,6 +470,7 @@ class SessionRecorder:
     # ------------------------------------------------------------------- writer thread
 
     def _run(self) -> None:
+        name_native_thread("finrtc-archive")
         archive_metrics.RECORDINGS.inc()
         try:
             while True:

@@ -40,6 +40,7 @@ from finrtc.compliance.recognizer import (
     RecognitionResult,
     create_recognizer,
 )
+from finrtc.threads import name_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def _worker_main(
 ) -> None:
     """The worker process: one recognizer per open stream."""
     _die_with_parent()
+    name_native_thread("finrtc-asr")
     recognizers: dict[str, Any] = {}
     slowdowns: dict[str, float] = {}
     # Audio blocks processed per stream; flush / close wait until every block queued before
@@ -387,6 +389,7 @@ class RecognizerPool:
         return stream
 
     def _read_results(self) -> None:
+        name_native_thread("finrtc-asr-read")
         last_check = time.monotonic()
         while not self._stopping.is_set():
             if time.monotonic() - last_check >= 0.5:

@@ -31,6 +31,7 @@ from finrtc.session import ExtensionFactory
 from finrtc.signaling import room_api, whip
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
 from finrtc.signaling.http_errors import Handler, error_middleware
+from finrtc.threads import name_native_thread
 from finrtc.webhooks.sender import WebhookDispatcher
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,9 @@ def build_app(
     pin_host_addresses(config.media.bind_addresses)
     # Built now so a bad webhook secret reference fails at start-up, naming its key.
     webhooks = WebhookDispatcher.from_loaded(loaded)
-    executor = ThreadPoolExecutor(config.media.worker_threads, thread_name_prefix="finrtc-media")
+    executor = ThreadPoolExecutor(
+        config.media.worker_threads, thread_name_prefix="finrtc-media", initializer=name_native_thread
+    )
     app = web.Application(
         middlewares=[request_context, error_middleware], client_max_size=config.server.max_body_bytes
     )

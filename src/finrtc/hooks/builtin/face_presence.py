@@ -42,6 +42,7 @@ from finrtc.hooks.contract import (
     Stage,
     VideoFrame,
 )
+from finrtc.threads import name_native_thread
 
 CASCADE_FILES = {
     "haar_alt2": "haarcascade_frontalface_alt2.xml",
@@ -123,7 +124,9 @@ def _detector_pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finrtc-faces")
+            _POOL = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="finrtc-faces", initializer=name_native_thread
+            )
         return _POOL
 
 
