@@ -15,11 +15,8 @@ subscriber can read which source frame it is looking at and compute latency on o
 from __future__ import annotations
 
 import hashlib
-import shutil
 import struct
-import subprocess
 import tempfile
-import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +24,8 @@ from pathlib import Path
 import av
 import numpy as np
 from numpy.typing import NDArray
+
+from finrtc.compliance.testing import silence, synthesize, to_48k_stereo
 
 WIDTH = 640
 HEIGHT = 480
@@ -49,7 +48,7 @@ BAND_TOP = 400
 BAND_HEIGHT = 64
 LUMA_BLACK = 16
 LUMA_WHITE = 235
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 # Spoken in the first half of the clip, in this order (about 8 s with flite's slt voice).
 SCRIPT_LINES = (
     "Hello, my name is Alice Brown.",
@@ -179,32 +178,14 @@ def _encode_video() -> list[bytes]:
     return packets
 
 
-def _speech_16k(text: str, folder: Path) -> NDArray[np.int16]:
-    flite = shutil.which("flite")
-    if flite is None:
-        raise RuntimeError("the benchmark clip needs Debian flite: apt-get install flite (make bench does)")
-    path = folder / f"line{len(list(folder.iterdir()))}.wav"
-    subprocess.run([flite, "-voice", "slt", "-t", text, "-o", str(path)], check=True, timeout=60)
-    with wave.open(str(path)) as handle:
-        if handle.getframerate() != 16000 or handle.getnchannels() != 1:
-            raise RuntimeError(f"flite produced {handle.getframerate()} Hz x {handle.getnchannels()}")
-        return np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).copy()
-
-
 def conversation_pcm() -> NDArray[np.int16]:
     """48 kHz mono int16 for the whole clip: script speech, then quiet room noise."""
     total = int(CLIP_FRAMES / FPS * AUDIO_RATE)
     half = total // 2
     with tempfile.TemporaryDirectory(prefix="finrtc-clip-") as tmp:
-        pause = np.zeros(8000, dtype=np.int16)  # 0.5 s between lines at 16 kHz
-        parts = [part for line in SCRIPT_LINES for part in (_speech_16k(line, Path(tmp)), pause)]
-    speech16 = np.concatenate(parts)
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
-    frame = av.AudioFrame.from_ndarray(speech16.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = 16000
-    outputs = (*resampler.resample(frame), *resampler.resample(None))
-    resampled = [out.to_ndarray().reshape(-1) for out in outputs]
-    speech = np.concatenate(resampled)
+        parts = [part for line in SCRIPT_LINES for part in (synthesize(line, Path(tmp)), silence(0.5))]
+    # One channel of the 48 kHz stereo resampling the compliance tests use.
+    speech = to_48k_stereo(np.concatenate(parts))[:, 0]
     if len(speech) > half:
         raise RuntimeError(f"the script lines last {len(speech) / AUDIO_RATE:.1f} s, more than half the clip")
     rng = np.random.default_rng(7)

@@ -17,17 +17,13 @@ import argparse
 import json
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import wave
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from numpy.typing import NDArray
 
@@ -39,6 +35,7 @@ from finrtc.compliance.recognizer import (
 )
 from finrtc.compliance.script import load_script
 from finrtc.compliance.tap import Downsampler
+from finrtc.compliance.testing import chunks, opus_round_trip, synthesize, to_48k_stereo
 from finrtc.compliance.tracker import Speaker, StageTracker
 from finrtc.hooks.contract import Role
 
@@ -77,17 +74,6 @@ class Utterance:
     end: float
 
 
-def synthesize(text: str, voice: str, folder: Path) -> NDArray[np.int16]:
-    path = folder / f"{voice}-{abs(hash(text))}.wav"
-    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(path)], check=True)
-    with wave.open(str(path)) as handle:
-        pcm = np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16)
-        rate = handle.getframerate()
-    if rate != SAMPLE_RATE:
-        raise SystemExit(f"flite voice {voice} speaks at {rate} Hz; use a 16 kHz voice")
-    return pcm
-
-
 def build_stream(voice: str, folder: Path) -> tuple[NDArray[np.int16], list[Utterance]]:
     pieces = [np.zeros(int(SAMPLE_RATE * PAUSE_S), dtype=np.int16)]
     utterances = []
@@ -96,7 +82,7 @@ def build_stream(voice: str, folder: Path) -> tuple[NDArray[np.int16], list[Utte
     # Interleave targets and distractors so context cannot help either.
     order = [item for pair in zip(items[: len(TARGETS)], items[len(TARGETS) :], strict=True) for item in pair]
     for text, stage in order:
-        pcm = synthesize(text, voice, folder)
+        pcm = synthesize(text, folder, voice)
         utterances.append(Utterance(text, stage, cursor, cursor + len(pcm) / SAMPLE_RATE))
         pieces += [pcm, np.zeros(int(SAMPLE_RATE * PAUSE_S), dtype=np.int16)]
         cursor += len(pcm) / SAMPLE_RATE + PAUSE_S
@@ -105,50 +91,9 @@ def build_stream(voice: str, folder: Path) -> tuple[NDArray[np.int16], list[Utte
 
 def webrtc_path(pcm: NDArray[np.int16]) -> NDArray[np.int16]:
     """16 kHz mono -> 48 kHz stereo -> libopus 32 kb/s -> decode -> the tap's downsampler."""
-    resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000)
-    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-    frame.sample_rate = SAMPLE_RATE
-    frame.time_base = Fraction(1, SAMPLE_RATE)
-    frame.pts = 0
-    stereo = np.concatenate(
-        [out.to_ndarray().reshape(-1, 2) for out in [*resampler.resample(frame), *resampler.resample(None)]]
-    )
-    encoder = av.CodecContext.create("libopus", "w")
-    encoder.sample_rate = 48000
-    encoder.layout = "stereo"
-    encoder.format = av.AudioFormat("s16")
-    encoder.bit_rate = 32000
-    encoder.open()
-    decoder = av.CodecContext.create("libopus", "r")
-    decoder.sample_rate = 48000
-    decoder.layout = "stereo"
-    decoder.open()
+    decoded = opus_round_trip(to_48k_stereo(pcm))
     downsampler = Downsampler(48000)
-    out: list[NDArray[np.int16]] = []
-
-    def take(decoded: Any) -> None:
-        array = decoded.to_ndarray()
-        array = array.T if decoded.format.is_planar else array.reshape(-1, 2)
-        if array.dtype != np.int16:
-            array = np.clip(array * 32768.0, -32768, 32767).astype(np.int16)
-        out.append(downsampler.process(np.ascontiguousarray(array)))
-
-    for start in range(0, len(stereo) - 959, 960):
-        chunk = av.AudioFrame.from_ndarray(
-            np.ascontiguousarray(stereo[start : start + 960]).reshape(1, -1),
-            format="s16",
-            layout="stereo",
-        )
-        chunk.sample_rate = 48000
-        chunk.pts = start
-        chunk.time_base = Fraction(1, 48000)
-        for packet in encoder.encode(chunk):
-            for decoded in decoder.decode(packet):
-                take(decoded)
-    for packet in encoder.encode(None):
-        for decoded in decoder.decode(packet):
-            take(decoded)
-    return np.concatenate(out)
+    return np.concatenate([downsampler.process(chunk.samples) for chunk in chunks(decoded)])
 
 
 def recognize(pcm: NDArray[np.int16], transcribe: bool) -> tuple[list[RecognitionResult], float]:

@@ -18,10 +18,9 @@ from finrtc.compliance.recognizer import (
 )
 from finrtc.compliance.runtime import ComplianceRuntime, load_model
 from finrtc.compliance.settings import ComplianceConfig, RecognizerConfig
+from finrtc.compliance.testing import silence, synthesize
 from finrtc.config import LoadedConfig, parse_config
 from finrtc.errors import ConfigError
-
-from .speech import silence, synthesize
 
 
 def test_pocketsphinx_spots_and_transcribes_with_media_time(tmp_path: Path) -> None:

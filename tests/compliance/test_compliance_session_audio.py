@@ -16,11 +16,10 @@ from numpy.typing import NDArray
 from finrtc.compliance.recognizer import builtin_model
 from finrtc.compliance.script import Script, load_script
 from finrtc.compliance.session import ComplianceSession
+from finrtc.compliance.testing import chunks, opus_round_trip, silence, synthesize, to_48k_stereo
 from finrtc.compliance.workers import RecognizerPool
 from finrtc.hooks.contract import MediaKind, Role, Severity, TrackInfo
 from finrtc.metrics import REGISTRY
-
-from .speech import chunks, opus_round_trip, silence, synthesize, to_48k_stereo
 
 AGENT = TrackInfo("r1", "sess", "alice", Role.AGENT, "track-agent", MediaKind.AUDIO)
 CUSTOMER = TrackInfo("r1", "sess", "bob", Role.CUSTOMER, "track-customer", MediaKind.AUDIO)

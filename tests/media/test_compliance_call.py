@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamTrack
 
+from finrtc.compliance.testing import FLITE, silence, synthesize, to_48k_stereo
 from finrtc.hooks.contract import Role
 from finrtc.signaling.context import ROOMS
-from tests.compliance.speech import FLITE, silence, synthesize, to_48k_stereo
 from tests.conftest import make_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for
 from tests.support import webrtc_client as client
