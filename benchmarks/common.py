@@ -33,9 +33,10 @@ def install_uvloop() -> None:
 # /proc accounting
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def _stat_fields(pid: int, tid: str | None = None) -> list[str] | None:
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        with open(path, encoding="ascii") as handle:
             text = handle.read()
     except OSError:
         return None
@@ -89,11 +90,11 @@ def cpu_seconds_by_thread(root: int) -> dict[str, float]:
             try:
                 with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8", errors="replace") as handle:
                     name = handle.read().strip()
-                with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii") as handle:
-                    text = handle.read()
             except OSError:
                 continue
-            fields = text[text.rindex(")") + 2 :].split()
+            fields = _stat_fields(pid, tid)
+            if fields is None:
+                continue
             key = name.rstrip("0123456789").rstrip("_-") or name
             totals[key] = totals.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return totals

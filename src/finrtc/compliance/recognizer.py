@@ -274,7 +274,12 @@ class PocketsphinxRecognizer:
         # memory and per-frame cost keep growing (measured: 0.6 CPU-s per audio-s and +40 MB
         # after two minutes of continuous voice-like sound).
         self.max_utterance_s = max_utterance_s
+        # The open utterance: where it starts (stream seconds) and the samples decoded so far;
+        # where the last one ended, and whether its speech segment was cut and continues.
         self._utterance_start = 0.0
+        self._lm_samples = 0
+        self._utterance_end = 0.0
+        self._split = False
         common: dict[str, Any] = {
             "hmm": model.acoustic_model,
             "dict": model.dictionary,
@@ -436,11 +441,6 @@ class PocketsphinxRecognizer:
             self._hits.append(
                 KeywordHit(phrase, self._media_time(start), self._media_time(end), confidence)
             )
-
-    _lm_samples = 0
-    _utterance_end = 0.0
-    # The current speech segment was cut at `max_utterance_s` and continues.
-    _split = False
 
     def _segment_start(self) -> float:
         """A new segment starts where the endpointer says; the rest of a cut one where the
