@@ -31,6 +31,7 @@ from finrtc.compliance.recognizer import (
     SAMPLE_RATE,
     PocketsphinxRecognizer,
     RecognitionResult,
+    Transcribe,
     builtin_model,
 )
 from finrtc.compliance.script import load_script
@@ -96,7 +97,7 @@ def webrtc_path(pcm: NDArray[np.int16]) -> NDArray[np.int16]:
     return np.concatenate([downsampler.process(chunk.samples) for chunk in chunks(decoded)])
 
 
-def recognize(pcm: NDArray[np.int16], transcribe: bool) -> tuple[list[RecognitionResult], float]:
+def recognize(pcm: NDArray[np.int16], transcribe: Transcribe) -> tuple[list[RecognitionResult], float]:
     script = load_script("builtin:demo_insurance_en")
     phrases = script.phrases_for(Role.AGENT) + script.phrases_for(Role.CUSTOMER)
     recognizer = PocketsphinxRecognizer("bench", builtin_model(), phrases, transcribe=transcribe)
@@ -188,6 +189,9 @@ def main() -> int:
         "keywords_only": (True, False),
         "transcript_only": (False, True),
         "keywords_and_transcript": (True, True),
+        # transcribe: on_demand with no stage owed (the worst case for it): only utterances
+        # with a spotted phrase are decoded.
+        "on_demand_idle": (True, True),
     }
     totals: dict[str, dict[str, dict[str, int]]] = {}
     per_stream: list[dict[str, Any]] = []
@@ -197,18 +201,21 @@ def main() -> int:
         for voice in voices:
             clean, utterances = build_stream(voice, folder)
             for condition, pcm in (("clean_16k", clean), ("opus_48k", webrtc_path(clean))):
-                full, rtf_full = recognize(pcm, transcribe=True)
-                spotted, rtf_kws = recognize(pcm, transcribe=False)
+                full, rtf_full = recognize(pcm, transcribe="always")
+                spotted, rtf_kws = recognize(pcm, transcribe="off")
+                on_demand, rtf_on_demand = recognize(pcm, transcribe="on_demand")
+                sources = {"keywords_only": spotted, "on_demand_idle": on_demand}
                 entry: dict[str, Any] = {
                     "voice": voice,
                     "condition": condition,
                     "audio_seconds": round(len(pcm) / SAMPLE_RATE, 2),
                     "rtf_keywords_only": round(rtf_kws, 4),
                     "rtf_keywords_and_transcript": round(rtf_full, 4),
+                    "rtf_on_demand_idle": round(rtf_on_demand, 4),
                     "modes": {},
                 }
                 for mode, (use_keywords, use_text) in modes.items():
-                    source = spotted if mode == "keywords_only" else full
+                    source = sources.get(mode, full)
                     result = score(utterances, source, use_keywords, use_text)
                     entry["modes"][mode] = result
                     bucket = totals.setdefault(condition, {}).setdefault(
@@ -218,7 +225,8 @@ def main() -> int:
                         bucket[key] += result[key]
                 per_stream.append(entry)
                 print(
-                    f"{voice:6s} {condition:9s} rtf kws {rtf_kws:.3f} full {rtf_full:.3f}  "
+                    f"{voice:6s} {condition:9s} rtf kws {rtf_kws:.3f} full {rtf_full:.3f} "
+                    f"on demand {rtf_on_demand:.3f}  "
                     + "  ".join(
                         f"{mode}: {entry['modes'][mode]['detected']}/"
                         f"{entry['modes'][mode]['targets']} fa "

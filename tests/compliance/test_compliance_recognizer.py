@@ -26,7 +26,7 @@ from finrtc.errors import ConfigError
 def test_pocketsphinx_spots_and_transcribes_with_media_time(tmp_path: Path) -> None:
     model = builtin_model()
     recognizer = PocketsphinxRecognizer(
-        "s", model, ["I have understood and I agree", "qwzx unknownword"], transcribe=True
+        "s", model, ["I have understood and I agree", "qwzx unknownword"], transcribe="always"
     )
     assert recognizer.skipped_phrases == ["qwzx unknownword"]
     audio = np.concatenate([
@@ -52,7 +52,7 @@ def test_pocketsphinx_spots_and_transcribes_with_media_time(tmp_path: Path) -> N
 
 def test_spotting_only_mode_reports_hits_without_transcript(tmp_path: Path) -> None:
     recognizer = PocketsphinxRecognizer(
-        "s", builtin_model(), ["returns are not guaranteed"], transcribe=False
+        "s", builtin_model(), ["returns are not guaranteed"], transcribe="off"
     )
     audio = np.concatenate([
         silence(0.3), synthesize("Returns are not guaranteed.", tmp_path), silence(0.5)
@@ -83,13 +83,13 @@ def test_model_dir_loads_and_checks_its_digest(tmp_path: Path) -> None:
     assert spec.digest == digest and spec.language == "en" and spec.language_model is None
     assert spec.source == f"model_dir:{folder.resolve()}"
     # Without a language model it can still spot keyphrases.
-    recognizer = PocketsphinxRecognizer("s", spec, ["my name is"], transcribe=False)
+    recognizer = PocketsphinxRecognizer("s", spec, ["my name is"], transcribe="off")
     audio = np.concatenate([silence(0.3), synthesize("My name is Alice.", tmp_path), silence(0.5)])
     results = recognizer.feed(audio, 0.0) + recognizer.flush()
     assert [hit.phrase for r in results for hit in r.keywords] == ["my name is"]
     assert results[0].model_digest == digest
     with pytest.raises(ConfigError, match="has no language_model"):
-        PocketsphinxRecognizer("s", spec, ["my name is"], transcribe=True)
+        PocketsphinxRecognizer("s", spec, ["my name is"], transcribe="on_demand")
 
     # One changed byte anywhere changes the digest.
     with (folder / "words.dict").open("a", encoding="utf-8") as handle:
@@ -164,7 +164,9 @@ def test_endless_speech_is_transcribed_in_bounded_pieces(tmp_path: Path) -> None
     # without the cap would be one ever-growing decoding.
     sentence = synthesize("The value of your policy can go down as well as up.", tmp_path, "slt")
     audio = np.concatenate([silence(0.5), *[sentence] * 5, silence(1.0)])
-    recognizer = PocketsphinxRecognizer("s", builtin_model(), ["go down as well as up"], max_utterance_s=4.0)
+    recognizer = PocketsphinxRecognizer(
+        "s", builtin_model(), ["go down as well as up"], transcribe="always", max_utterance_s=4.0
+    )
     results = []
     for offset in range(0, len(audio), 1600):
         results += recognizer.feed(audio[offset : offset + 1600], offset / 16000)
@@ -178,3 +180,55 @@ def test_endless_speech_is_transcribed_in_bounded_pieces(tmp_path: Path) -> None
     # Keyphrase spotting runs across the cuts: every repetition is spotted.
     hits = [hit for result in results for hit in result.keywords]
     assert len(hits) >= 4
+
+
+def _run(recognizer: PocketsphinxRecognizer, audio: np.ndarray, demand_from: float | None = None) -> list:
+    results = []
+    for offset in range(0, len(audio), 1600):
+        if demand_from is not None and offset / 16000 >= demand_from:
+            recognizer.set_demand(True)
+        results += recognizer.feed(audio[offset : offset + 1600], offset / 16000)
+    return results + recognizer.flush()
+
+
+def test_on_demand_decodes_only_utterances_that_matter(tmp_path: Path) -> None:
+    lines = [
+        "The weather is nice today.",
+        "Please note that returns are not guaranteed.",
+        "Could you repeat the last part please?",
+        "My game is to win.",
+    ]
+    parts = [silence(0.5)]
+    for line in lines:
+        parts += [synthesize(line, tmp_path, "slt"), silence(1.2)]
+    audio = np.concatenate(parts)
+    # Demand starts in the pause before the fourth line, once the third has ended.
+    demand_from = 0.5 + sum(len(part) for part in parts[1:7]) / 16000 - 0.3
+    phrases = ["returns are not guaranteed"]
+
+    always = PocketsphinxRecognizer("s", builtin_model(), phrases, transcribe="always")
+    always_results = _run(always, audio)
+    assert always.utterances_decoded == 4 and always.utterances_skipped == 0
+    assert len([result for result in always_results if result.text]) == 4
+
+    on_demand = PocketsphinxRecognizer("s", builtin_model(), phrases, transcribe="on_demand")
+    results = _run(on_demand, audio, demand_from=demand_from)
+    # Decoded: the utterance with the spotted phrase (its transcript shows no negation of it)
+    # and the one spoken while the session demanded transcripts; the others only spotted.
+    assert on_demand.utterances_decoded == 2 and on_demand.utterances_skipped == 2
+    transcribed = [result for result in results if result.text]
+    assert len(transcribed) == 2, [(r.start, r.text) for r in results]
+    assert [hit.phrase for hit in transcribed[0].keywords] == phrases
+    assert "guaranteed" in (transcribed[0].text or "")
+    assert transcribed[1].start > demand_from - 0.5 and not transcribed[1].keywords
+    # The spotted utterance is timed like in `always` mode.
+    spotted = next(result for result in always_results if result.keywords)
+    assert transcribed[0].start == pytest.approx(spotted.start, abs=0.05)
+
+    # A phrase spotting cannot find (out of vocabulary, or in another alphabet) is looked for in
+    # every transcript, so nothing is skipped.
+    for phrase in ["qwzx unknownword", "\u6211\u540c\u610f"]:
+        oov = PocketsphinxRecognizer("s", builtin_model(), [*phrases, phrase])
+        assert oov.skipped_phrases == [phrase] and oov.transcript_only
+        _run(oov, audio)
+        assert oov.utterances_decoded == 4 and oov.utterances_skipped == 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from finrtc.compliance.recognizer import builtin_model
+from finrtc.compliance.recognizer import KeywordHit, RecognitionResult, builtin_model
 from finrtc.compliance.script import Script, load_script
 from finrtc.compliance.session import ComplianceSession
 from finrtc.compliance.testing import chunks, opus_round_trip, silence, synthesize, to_48k_stereo
@@ -162,7 +162,7 @@ async def test_skipped_exclusions_are_missed_and_prompted(
 async def test_slow_recognizer_drops_without_blocking_the_feed(
     script: Script, lines: dict[str, NDArray[np.int16]]
 ) -> None:
-    slow_pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=0.3, transcribe=False)
+    slow_pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=0.3, transcribe="off")
     slow_pool.start()
     try:
         published = Recorder()
@@ -217,3 +217,29 @@ def test_taps_for_observers_do_nothing(pool: RecognizerPool, script: Script) -> 
     assert session._feeds == []
 
 
+
+
+def spotted(phrase: str, at: float) -> RecognitionResult:
+    hit = KeywordHit(phrase, at, at + 1.0, 0.9)
+    return RecognitionResult("s", None, (hit,), at, at + 1.0, 0.9, "pocketsphinx", "digest")
+
+
+async def test_transcripts_are_demanded_from_whoever_owes_the_next_stage(
+    pool: RecognizerPool, script: Script
+) -> None:
+    session = ComplianceSession("r4", script, pool, Recorder())
+    session.start()
+    taps = [session.tap_provider.create(track, lambda event: None) for track in (AGENT, CUSTOMER)]
+    agent, customer = AGENT.track_id, CUSTOMER.track_id
+    assert session.transcript_demand() == {agent: True, customer: False}
+    agent_stages = [stage for stage in script.stages if stage.role == "agent"]
+    for index, stage in enumerate(agent_stages):
+        session.observe(AGENT, spotted(stage.phrases[0], float(index)))
+    assert session.transcript_demand() == {agent: False, customer: True}
+    confirmation = next(stage for stage in script.stages if stage.role == "customer")
+    session.observe(CUSTOMER, spotted(confirmation.phrases[0], 10.0))
+    assert session.can_submit
+    assert session.transcript_demand() == {agent: False, customer: False}
+    for tap in taps:
+        tap.close()
+    await session.close(flush_timeout=30.0)

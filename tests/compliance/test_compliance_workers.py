@@ -15,7 +15,7 @@ from finrtc.metrics import REGISTRY
 
 
 def test_crashed_worker_is_reported_and_restarted() -> None:
-    pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=2, transcribe=False)
+    pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=2, transcribe="off")
     pool.start()
     try:
         failures: list[str] = []
@@ -52,7 +52,7 @@ def test_closed_and_broken_streams_never_stall_the_worker() -> None:
     import dataclasses
 
     model = builtin_model()
-    pool = RecognizerPool(model, workers=1, queue_seconds=2, transcribe=False)
+    pool = RecognizerPool(model, workers=1, queue_seconds=2, transcribe="off")
     pool.start()
     try:
         closed = pool.open_stream("room/a", ["my name is"], lambda result: None)

@@ -78,7 +78,10 @@ async def run_call(tmp_path: Path, http, room: str, agent_lines: list[str]) -> t
     loaded = make_loaded(
         tmp_path,
         archive={"enabled": False},
-        compliance={"scripts": {"demo": "builtin:demo_insurance_en"}, "recognizer": {"transcribe": True}},
+        compliance={
+            "scripts": {"demo": "builtin:demo_insurance_en"},
+            "recognizer": {"transcribe": "on_demand"},
+        },
         rooms={"default_policy": {"script": "demo"}},
     )
     server = await start_server(loaded)

@@ -32,6 +32,12 @@ CPU_SECONDS = Counter(
     "CPU seconds the recognizer workers spent (divide by audio seconds for the real-time "
     "factor).", registry=REGISTRY,
 )
+UTTERANCES = Counter(
+    "finrtc_compliance_utterances_total",
+    "Speech segments seen by the recognizers; decoded=false were only keyphrase-spotted "
+    "(transcribe: on_demand found no reason to decode them).",
+    ["decoded"], registry=REGISTRY,
+)
 WORKER_RESTARTS = Counter(
     "finrtc_compliance_worker_restarts_total",
     "Recognizer worker processes that died and were restarted.", registry=REGISTRY,

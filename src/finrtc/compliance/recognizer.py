@@ -11,9 +11,15 @@ How pocketsphinx is used, and why: keyphrase spotting (kws) is cheap (~0.02 CPU-
 and detects the script's phrases reliably, but it only ever reports the phrases it was given,
 so it cannot see "I have *not* understood". Full decoding with the language model is ~10x
 costlier but yields the evidence transcript, which the phrase matcher checks (negation included).
-So each stream runs both: kws over all audio for detection, and full decoding only over the
-speech segments a voice-activity endpointer finds. Each utterance is reported once, with its
-transcript and the keyphrases spotted inside it. (JSGF grammars are not used: they force every
+So each stream runs kws over all audio for detection, and a voice-activity endpointer cuts the
+audio into speech segments (utterances). Which utterances are fully decoded is the `transcribe`
+mode: `always` decodes every one; `on_demand` (the default) keeps the utterance's audio and
+decodes it only when it is needed: kws spotted a script phrase in it (the transcript then checks
+for negation), the script has phrases kws cannot spot (out of vocabulary, or not written in the
+model's alphabet), or the session demands it because the speaker owes the next required stage
+(so a phrase kws missed can still be found in the transcript). Most of a call is conversation
+outside the script, and decoding is ~5x the cost of spotting. Each utterance is reported once,
+with its transcript and the keyphrases spotted inside it. (JSGF grammars are not used: they force every
 utterance onto a grammar path and turned a negated confirmation into a match.)
 """
 
@@ -50,6 +56,8 @@ DEFAULT_MAX_UTTERANCE_S = 15.0
 # negated distractors. Narrower beams (1e-40) cut to 0.094 but lost detections.
 _LM_DECODER_SETTINGS: dict[str, Any] = {"fwdflat": False, "bestpath": False, "maxhmmpf": 5000}
 
+Transcribe = Literal["on_demand", "always", "off"]
+
 
 @dataclass(frozen=True, slots=True)
 class KeywordHit:
@@ -64,7 +72,8 @@ class RecognitionResult:
     """One utterance (or, without transcription, one keyword hit) from one stream."""
 
     stream_id: str
-    # The full-decoding transcript; None when transcription is off.
+    # The full-decoding transcript; None when transcription is off or the utterance was not
+    # decoded (on demand).
     text: str | None
     keywords: tuple[KeywordHit, ...]
     # Media time of the track (seconds) where the utterance starts / ends.
@@ -261,7 +270,7 @@ class PocketsphinxRecognizer:
         model: ModelSpec,
         phrases: Sequence[str],
         *,
-        transcribe: bool = True,
+        transcribe: Transcribe = "on_demand",
         max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
     ) -> None:
         import pocketsphinx
@@ -269,6 +278,14 @@ class PocketsphinxRecognizer:
         self.stream_id = stream_id
         self.model_digest = model.digest
         self.transcribe = transcribe
+        self.on_demand = transcribe == "on_demand"
+        # Set by the session while the speaker owes the next required stage (on_demand only).
+        self.demand = False
+        self._utterance_demanded = False
+        # The open utterance's speech, kept until it ends and is decoded or dropped (on_demand).
+        self._speech: list[bytes] = []
+        self.utterances_decoded = 0
+        self.utterances_skipped = 0
         # A speech segment longer than this is decoded in pieces. Without the cap, a monologue
         # or a noisy line the endpointer takes for speech is one endless utterance whose search
         # memory and per-frame cost keep growing (measured: 0.6 CPU-s per audio-s and +40 MB
@@ -294,6 +311,8 @@ class PocketsphinxRecognizer:
         for phrase in phrases:
             words = keyphrase_words(phrase)
             if not words:
+                # Not in the model's alphabet (e.g. Chinese characters): transcript only.
+                self.skipped_phrases.append(phrase)
                 continue
             if probe is None:
                 probe = pocketsphinx.Decoder(lm=None, **common)
@@ -316,7 +335,9 @@ class PocketsphinxRecognizer:
             self._kws.start_utt()
         self._lm: Any = None
         self._endpointer: Any = None
-        if transcribe:
+        # Phrases only the transcript can find: on demand must then decode every utterance.
+        self.transcript_only = bool(self.skipped_phrases)
+        if transcribe != "off":
             if model.language_model is None:
                 raise ConfigError(
                     f"model {model.source} has no language_model, so it cannot transcribe"
@@ -383,7 +404,7 @@ class PocketsphinxRecognizer:
             if speech is not None:
                 if not self._in_utterance:
                     self._start_utterance(self._segment_start())
-                self._lm.process_raw(speech)
+                self._decode(speech)
             if self._in_utterance:
                 self._finish_utterance(self._utterance_start, self._samples / SAMPLE_RATE, results)
             # The stream is over: the endpointer's clock cannot be restarted consistently.
@@ -412,8 +433,7 @@ class PocketsphinxRecognizer:
         if speech is not None:
             if not self._in_utterance:
                 self._start_utterance(self._segment_start())
-            self._lm.process_raw(speech)
-            self._lm_samples += len(speech) // 2
+            self._decode(speech)
             if not self._endpointer.in_speech:
                 self._finish_utterance(self._utterance_start, self._endpointer.speech_end, results)
                 self._split = False
@@ -447,27 +467,54 @@ class PocketsphinxRecognizer:
         previous piece ended."""
         return self._utterance_end if self._split else float(self._endpointer.speech_start)
 
+    def set_demand(self, demanded: bool) -> None:
+        """Decode every utterance while `demanded` (on_demand mode); an utterance under way
+        when demand starts is decoded too."""
+        self.demand = demanded
+        if demanded and self._in_utterance:
+            self._utterance_demanded = True
+
     def _start_utterance(self, start_s: float) -> None:
-        self._lm.start_utt()
+        if not self.on_demand:
+            self._lm.start_utt()
         self._in_utterance = True
+        self._utterance_demanded = self.demand
         self._utterance_start = start_s
         self._lm_samples = 0
+
+    def _decode(self, speech: bytes) -> None:
+        if self.on_demand:
+            # Bounded: an utterance is cut at max_utterance_s.
+            self._speech.append(speech)
+        else:
+            self._lm.process_raw(speech)
+        self._lm_samples += len(speech) // 2
 
     def _finish_utterance(
         self, start_s: float, end_s: float, results: list[RecognitionResult]
     ) -> None:
-        self._lm.end_utt()
         self._in_utterance = False
         self._utterance_end = end_s
-        hypothesis = self._lm.hyp()
-        text = hypothesis.hypstr.strip() if hypothesis is not None else ""
-        confidence = float(min(1.0, max(0.0, hypothesis.prob))) if hypothesis is not None else 0.0
         start, end = self._media_time(start_s), self._media_time(end_s)
         margin = 0.5
         inside = tuple(
             hit for hit in self._hits if start - margin <= hit.media_time <= end + margin
         )
         self._hits = [hit for hit in self._hits if hit not in inside]
+        if self.on_demand:
+            speech = b"".join(self._speech)
+            self._speech = []
+            if not (inside or self._utterance_demanded or self.transcript_only):
+                self.utterances_skipped += 1
+                return
+            # The same live decoder and settings as `always`, fed in one go.
+            self._lm.start_utt()
+            self._lm.process_raw(speech)
+        self._lm.end_utt()
+        self.utterances_decoded += 1
+        hypothesis = self._lm.hyp()
+        text = hypothesis.hypstr.strip() if hypothesis is not None else ""
+        confidence = float(min(1.0, max(0.0, hypothesis.prob))) if hypothesis is not None else 0.0
         if not text and not inside:
             return
         results.append(
@@ -502,7 +549,7 @@ def create_recognizer(
     stream_id: str,
     model: ModelSpec,
     phrases: Sequence[str],
-    transcribe: bool,
+    transcribe: Transcribe,
     max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
 ) -> PocketsphinxRecognizer:
     if model.engine == "pocketsphinx":

@@ -49,6 +49,10 @@ class _TrackFeed:
     def feed(self, pcm: bytes, media_time: float) -> bool:
         return self.handle.feed(pcm, media_time)
 
+    def set_demand(self, demanded: bool) -> None:
+        if not self.closed:
+            self.handle.set_demand(demanded)
+
     def tap_failed(self, reason: str, media_time: float) -> None:
         self.session._threadsafe(self.session._feed_problem, self.track, "tap_failed", reason)
 
@@ -177,6 +181,10 @@ class ComplianceSession:
     def can_submit(self) -> bool:
         return self.tracker.can_submit
 
+    def transcript_demand(self) -> dict[str, bool]:
+        """track id -> whether every utterance of that track is being transcribed."""
+        return {feed.track.track_id: feed.handle.demanded for feed in self._feeds}
+
     # --- report --------------------------------------------------------------------------------
 
     def report(self) -> dict[str, Any]:
@@ -247,6 +255,7 @@ class ComplianceSession:
         )
         feed = _TrackFeed(self, track, handle)
         self._feeds.append(feed)
+        self._threadsafe(self._update_demand)
         return feed
 
     def _threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
@@ -285,7 +294,15 @@ class ComplianceSession:
         self._problems.append(problem)
         self._emit([Emitted("compliance.feed_lost", problem, Severity.ALERT)])
 
+    def _update_demand(self) -> None:
+        """Transcribe (on demand) the speech of whoever owes the next required stage."""
+        role = self.tracker.awaited_role()
+        for feed in self._feeds:
+            feed.set_demand(feed.track.role.value == role)
+
     def _emit(self, events: list[Emitted]) -> None:
+        if events:
+            self._update_demand()
         for event in events:
             outcome = _OUTCOMES.get(event.type)
             if event.type == "compliance.stage_rejected":

@@ -19,9 +19,12 @@ class RecognizerConfig(StrictModel):
     workers: int = Field(default=1, ge=1, le=8)
     # Audio a worker may have queued before new audio is dropped (and alerted).
     queue_seconds: float = Field(default=10.0, gt=0, le=120)
-    # Full decoding of speech segments: the evidence transcript and negation check.
-    # Off = keyphrase spotting only (~10x cheaper, but negated confirmations cannot be told apart).
-    transcribe: bool = True
+    # Full decoding of speech segments: the evidence transcript and the negation check.
+    # on_demand: decode the utterances that matter - a script phrase was spotted in them, the
+    #   speaker owes the next required stage, or the script has phrases spotting cannot find.
+    # always: decode every utterance (a transcript of the whole call; ~5x the CPU of spotting).
+    # off: keyphrase spotting only (cheapest, but negated confirmations cannot be told apart).
+    transcribe: Literal["on_demand", "always", "off"] = "on_demand"
     # Speech segments longer than this are transcribed in pieces, so a monologue or a noisy line
     # cannot grow one decoding without bound (a phrase across a cut may be missed in the
     # transcript; keyphrase spotting is not cut).

@@ -146,6 +146,13 @@ class StageTracker:
             (s for s in self.stages if s.spec.mandatory and s.status != "completed"), None
         )
 
+    def awaited_role(self) -> str | None:
+        """The role that owes the next required stage (its speech is worth transcribing)."""
+        if not self.started or self.finished:
+            return None
+        upcoming = self.next_required()
+        return upcoming.spec.role if upcoming is not None else None
+
     def stage_states(self) -> list[dict[str, Any]]:
         return [state.to_json() for state in self.stages]
 

@@ -31,6 +31,7 @@ from finrtc.compliance.metrics import (
     AUDIO_SECONDS,
     CPU_SECONDS,
     DROPS,
+    UTTERANCES,
     WORKER_RESTARTS,
 )
 from finrtc.compliance.recognizer import (
@@ -38,6 +39,7 @@ from finrtc.compliance.recognizer import (
     SAMPLE_RATE,
     ModelSpec,
     RecognitionResult,
+    Transcribe,
     create_recognizer,
 )
 from finrtc.threads import name_native_thread
@@ -60,7 +62,7 @@ class _Open:
     stream_id: str
     model: ModelSpec
     phrases: tuple[str, ...]
-    transcribe: bool
+    transcribe: Transcribe
     max_utterance_s: float
     # A test hook: seconds of extra CPU work per second of audio (0 in production).
     slowdown: float
@@ -100,14 +102,18 @@ def _worker_main(
     deferred: list[tuple[Any, ...]] = []
     # Recently closed streams: their straggling audio is dropped at once, not waited for.
     finished: dict[str, None] = {}
-    last_stats: dict[str, tuple[float, float]] = {}
+    last_stats: dict[str, tuple[float, float, int, int]] = {}
     last_report = time.monotonic()
 
     def handle_control(message: tuple[Any, ...]) -> bool:
         kind = message[0]
         if kind == "stop":
             return False
-        if kind == "open":
+        if kind == "demand":
+            recognizer = recognizers.get(message[1])
+            if recognizer is not None:
+                recognizer.set_demand(bool(message[2]))
+        elif kind == "open":
             spec: _Open = message[1]
             try:
                 recognizers[spec.stream_id] = create_recognizer(
@@ -143,11 +149,15 @@ def _worker_main(
         return True
 
     def report_stats(stream_id: str, recognizer: Any) -> None:
-        previous_audio, previous_cpu = last_stats.get(stream_id, (0.0, 0.0))
-        audio_s, cpu_s = recognizer.audio_seconds, recognizer.cpu_seconds
-        last_stats[stream_id] = (audio_s, cpu_s)
-        if audio_s > previous_audio:
-            results.put(("stats", stream_id, audio_s - previous_audio, cpu_s - previous_cpu))
+        previous = last_stats.get(stream_id, (0.0, 0.0, 0, 0))
+        current = (
+            recognizer.audio_seconds, recognizer.cpu_seconds,
+            recognizer.utterances_decoded, recognizer.utterances_skipped,
+        )
+        last_stats[stream_id] = current
+        if current[0] > previous[0]:
+            deltas = [now - before for now, before in zip(current, previous, strict=True)]
+            results.put(("stats", stream_id, *deltas))
 
     def drain_control(block: bool) -> bool:
         while True:
@@ -220,6 +230,8 @@ class _Stream:
         self.closed = threading.Event()
         self.flushed = threading.Event()
         self.skipped_phrases: list[str] = []
+        # Whether the session wants every utterance decoded (resent after a worker restart).
+        self.demand = False
         # Audio blocks successfully queued (read by flush / close to keep their order).
         self.sent = 0
         self.closing = False
@@ -249,6 +261,12 @@ class StreamHandle:
     def flush(self) -> None:
         self._pool._control(self._stream, ("flush", self.stream_id, self._stream.sent))
 
+    def set_demand(self, demanded: bool) -> None:
+        """Ask for every utterance to be decoded (transcribe: on_demand); idempotent."""
+        if self._stream.demand != demanded and not self._stream.closing:
+            self._stream.demand = demanded
+            self._pool._control(self._stream, ("demand", self.stream_id, demanded))
+
     def close(self) -> None:
         self._pool._close_stream(self._stream)
 
@@ -263,6 +281,10 @@ class StreamHandle:
     def skipped_phrases(self) -> list[str]:
         return list(self._stream.skipped_phrases)
 
+    @property
+    def demanded(self) -> bool:
+        return self._stream.demand
+
 
 class RecognizerPool:
     """A fixed set of worker processes shared by every stream of the server."""
@@ -273,7 +295,7 @@ class RecognizerPool:
         *,
         workers: int = 1,
         queue_seconds: float = 10.0,
-        transcribe: bool = True,
+        transcribe: Transcribe = "on_demand",
         max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
     ) -> None:
         self.model = model
@@ -290,6 +312,8 @@ class RecognizerPool:
         self._stopping = threading.Event()
         self._drop_backlog = DROPS.labels(reason="backlog")
         self._drop_down = DROPS.labels(reason="worker_down")
+        self._utterances_decoded = UTTERANCES.labels(decoded="true")
+        self._utterances_skipped = UTTERANCES.labels(decoded="false")
 
     @property
     def language(self) -> str:
@@ -424,6 +448,8 @@ class RecognizerPool:
         elif kind == "stats":
             AUDIO_SECONDS.inc(message[2])
             CPU_SECONDS.inc(max(0.0, message[3]))
+            self._utterances_decoded.inc(message[4])
+            self._utterances_skipped.inc(message[5])
         elif kind == "flushed":
             stream = self._streams.get(message[1])
             if stream is not None:
@@ -459,6 +485,8 @@ class RecognizerPool:
                 # flush / close does not wait for blocks that will never be processed.
                 stream.sent = 0
                 self._control(stream, ("open", stream.spec))
+                if stream.demand:
+                    self._control(stream, ("demand", stream.stream_id, True))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the workers (blocking: call from a thread or at shutdown)."""
