@@ -165,6 +165,16 @@ def histograms(samples: Iterable[Sample], name: str) -> dict[HistogramKey, dict[
     return result
 
 
+def counter_total(samples: Iterable[Sample], name: str, **labels: str) -> float | None:
+    """Sum of counter `name` (the `_total` sample) over series matching `labels`; None if absent."""
+    values = [
+        sample.value
+        for sample in samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    ]
+    return sum(values) if values else None
+
+
 def bucket_delta(after: dict[float, float], before: dict[float, float] | None) -> dict[float, float]:
     before = before or {}
     return {le: count - before.get(le, 0.0) for le, count in after.items()}

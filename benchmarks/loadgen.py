@@ -37,6 +37,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from benchmarks import clip as clip_module
 from benchmarks.common import (
     bucket_delta,
+    counter_total,
     cpu_seconds,
     cpu_seconds_by_thread,
     histogram_quantile,
@@ -428,6 +429,19 @@ def metric_summary(before: str | None, after: str | None) -> dict[str, Any]:
             if "stage" in labels:
                 tag = f"{tag}/{labels['stage']}"
             summary[target][tag] = entry
+    # Whether speech recognition kept up (F2): audio it had to drop is audio compliance cannot
+    # vouch for, so such a point does not meet the SLO however fast the media was.
+    dropped = counter_total(samples_after, "finrtc_compliance_audio_dropped_seconds_total")
+    if dropped is not None:
+        before_dropped = counter_total(samples_before, "finrtc_compliance_audio_dropped_seconds_total")
+        compliance: dict[str, float] = {"audio_dropped_s": dropped - (before_dropped or 0.0)}
+        for decoded in ("true", "false"):
+            now = counter_total(samples_after, "finrtc_compliance_utterances_total", decoded=decoded)
+            then = counter_total(samples_before, "finrtc_compliance_utterances_total", decoded=decoded)
+            if now is not None:
+                key = "utterances_decoded" if decoded == "true" else "utterances_spotted_only"
+                compliance[key] = now - (then or 0.0)
+        summary["compliance"] = compliance
     lag_start = histograms(samples_before, "finrtc_event_loop_lag_seconds")
     lag_after = histograms(samples_after, "finrtc_event_loop_lag_seconds")
     if lag_after:

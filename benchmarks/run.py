@@ -227,6 +227,9 @@ def evaluate_slo(point: dict[str, Any], direct_p95_ms: float | None) -> dict[str
     for kind, loss in (point.get("loss_pct") or {}).items():
         if loss is not None and loss >= SLO_LOSS_PCT:
             hard.append(f"{kind} loss {loss:.2f} % ≥ {SLO_LOSS_PCT} %")
+    dropped = ((point.get("metrics") or {}).get("compliance") or {}).get("audio_dropped_s")
+    if dropped:
+        reasons.append(f"speech recognition dropped {dropped:.1f} s of audio")
     if point.get("connected", 0) < point.get("subscriber_streams", 0):
         hard.append(
             f"only {point.get('connected')} of {point.get('subscriber_streams')} subscribers received media"

@@ -18,7 +18,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from benchmarks import clip, common, report
+from benchmarks import clip, common, loadgen, report
 from benchmarks.run import evaluate_slo, smoke_problems
 from benchmarks.variants import BenchError, Server, loadable_hook_specs, prepare_finrtc_config
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -129,6 +129,26 @@ def test_slo_verdicts() -> None:
     assert not slow["pass"] and "fps" in slow["reasons"][0]
     lossy = _point("F1", 1, 60.0, loss_pct={"video": 2.5, "audio": 0.0})["slo"]
     assert not lossy["pass"] and "loss" in lossy["reasons"][0]
+    deaf = _point("F2", 1, 60.0, metrics={"compliance": {"audio_dropped_s": 1.5}})["slo"]
+    assert not deaf["pass"] and deaf["sustained"] and "recognition dropped 1.5 s" in deaf["reasons"][0]
+    kept_up = _point("F2", 1, 60.0, metrics={"compliance": {"audio_dropped_s": 0.0}})["slo"]
+    assert kept_up["pass"]
+
+
+def test_compliance_counters_are_read_from_the_server_metrics() -> None:
+    before = (
+        "finrtc_compliance_audio_dropped_seconds_total 2.0\n"
+        'finrtc_compliance_utterances_total{decoded="true"} 1.0\n'
+    )
+    after = (
+        "finrtc_compliance_audio_dropped_seconds_total 2.5\n"
+        'finrtc_compliance_utterances_total{decoded="true"} 4.0\n'
+        'finrtc_compliance_utterances_total{decoded="false"} 3.0\n'
+    )
+    assert loadgen.metric_summary(before, after)["compliance"] == {
+        "audio_dropped_s": 0.5, "utterances_decoded": 3.0, "utterances_spotted_only": 3.0,
+    }
+    assert "compliance" not in loadgen.metric_summary(None, "finrtc_frames_in_total 1.0\n")
 
 
 def test_report_ratios_table_and_plot(tmp_path: Path) -> None:

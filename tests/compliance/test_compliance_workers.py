@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -79,5 +80,25 @@ def test_closed_and_broken_streams_never_stall_the_worker() -> None:
         assert healthy.wait_closed(20.0)
         assert time.perf_counter() - started < 8.0
         assert failures and "could not start" in failures[0]
+    finally:
+        pool.close()
+
+
+def process_niceness(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_workers_run_at_the_configured_lower_priority() -> None:
+    pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=2, transcribe="off", nice=6)
+    pool.start()
+    try:
+        handle = pool.open_stream("room/t1", ["my name is"], lambda result: None)
+        # The stream's first block is processed once the worker runs its loop (after setup).
+        assert handle.feed(np.zeros(1600, dtype=np.int16).tobytes(), 0.0)
+        handle.flush()
+        assert handle.wait_flushed(30.0)
+        expected = max(6, process_niceness(os.getpid()))
+        assert process_niceness(pool._workers[0].process.pid) == expected
     finally:
         pool.close()

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from finrtc.threads import NATIVE_NAME_BYTES, name_native_thread
+from finrtc.threads import (
+    NATIVE_NAME_BYTES,
+    background_thread_initializer,
+    lower_thread_priority,
+    name_native_thread,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux thread names")
 
@@ -39,3 +44,34 @@ def test_a_thread_gets_its_python_name_truncated_to_the_kernel_limit() -> None:
 def test_without_the_call_the_thread_keeps_the_process_name() -> None:
     process_name = Path("/proc/self/comm").read_text().strip()
     assert native_name_of(threading.Thread(target=lambda: None, name="finrtc-media_9")) == process_name
+
+
+def niceness_of(thread_id: int) -> int:
+    # Field 19 of /proc/.../stat; the command name (field 2) may contain spaces, so split after it.
+    stat = Path(f"/proc/self/task/{thread_id}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[16])
+
+
+def test_background_threads_run_at_lower_priority_and_their_children_inherit_it() -> None:
+    seen: dict[str, int] = {}
+
+    def child() -> None:
+        seen["child"] = niceness_of(threading.get_native_id())
+
+    def background() -> None:
+        background_thread_initializer("finrtc-bg-test", nice=7)
+        seen["self"] = niceness_of(threading.get_native_id())
+        lower_thread_priority(3)  # never raises the priority back
+        seen["after_lower_request"] = niceness_of(threading.get_native_id())
+        inner = threading.Thread(target=child)
+        inner.start()
+        inner.join(10)
+
+    base = niceness_of(threading.get_native_id())
+    thread = threading.Thread(target=background)
+    thread.start()
+    thread.join(10)
+    expected = max(base, 7)
+    assert seen == {"self": expected, "after_lower_request": expected, "child": expected}
+    # Only that thread: the caller keeps its priority.
+    assert niceness_of(threading.get_native_id()) == base

@@ -54,6 +54,7 @@ class ComplianceRuntime:
             queue_seconds=config.recognizer.queue_seconds,
             transcribe=config.recognizer.transcribe,
             max_utterance_s=config.recognizer.max_utterance_s,
+            nice=config.recognizer.nice,
         )
         self._started = False
 

@@ -29,6 +29,9 @@ class RecognizerConfig(StrictModel):
     # cannot grow one decoding without bound (a phrase across a cut may be missed in the
     # transcript; keyphrase spotting is not cut).
     max_utterance_s: float = Field(default=15.0, ge=3.0, le=120.0)
+    # Scheduling niceness of the worker processes (0 = the media path's priority). Recognition
+    # has a queue to catch up from; on busy cores media frames go first.
+    nice: int = Field(default=10, ge=0, le=19)
 
 
 class ComplianceConfig(StrictModel):

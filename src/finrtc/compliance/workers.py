@@ -42,7 +42,7 @@ from finrtc.compliance.recognizer import (
     Transcribe,
     create_recognizer,
 )
-from finrtc.threads import name_native_thread
+from finrtc.threads import BACKGROUND_NICE, lower_thread_priority, name_native_thread
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,13 @@ def _worker_main(
     audio: multiprocessing.Queue[Any],
     control: multiprocessing.Queue[Any],
     results: multiprocessing.Queue[Any],
+    nice: int = BACKGROUND_NICE,
 ) -> None:
     """The worker process: one recognizer per open stream."""
     _die_with_parent()
     name_native_thread("finrtc-asr")
+    # Before any other thread starts (they inherit it): recognition may lag, frames may not.
+    lower_thread_priority(nice)
     recognizers: dict[str, Any] = {}
     slowdowns: dict[str, float] = {}
     # Audio blocks processed per stream; flush / close wait until every block queued before
@@ -297,8 +300,10 @@ class RecognizerPool:
         queue_seconds: float = 10.0,
         transcribe: Transcribe = "on_demand",
         max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
+        nice: int = BACKGROUND_NICE,
     ) -> None:
         self.model = model
+        self.nice = nice
         self.transcribe = transcribe
         self.max_utterance_s = max_utterance_s
         self._context = multiprocessing.get_context("spawn")
@@ -328,7 +333,7 @@ class RecognizerPool:
     def _spawn(self, worker: _Worker) -> None:
         worker.process = self._context.Process(
             target=_worker_main,
-            args=(worker.audio, worker.control, self._results),
+            args=(worker.audio, worker.control, self._results, self.nice),
             name=f"finrtc-recognizer-{worker.index}",
             daemon=True,
         )

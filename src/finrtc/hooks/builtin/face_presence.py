@@ -42,7 +42,7 @@ from finrtc.hooks.contract import (
     Stage,
     VideoFrame,
 )
-from finrtc.threads import name_native_thread
+from finrtc.threads import background_thread_initializer
 
 CASCADE_FILES = {
     "haar_alt2": "haarcascade_frontalface_alt2.xml",
@@ -125,7 +125,10 @@ def _detector_pool() -> ThreadPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="finrtc-faces", initializer=name_native_thread
+                max_workers=1,
+                thread_name_prefix="finrtc-faces",
+                # Detection may lag (it is sampled and fails open); frames may not.
+                initializer=background_thread_initializer,
             )
         return _POOL
 
