@@ -232,3 +232,41 @@ def test_on_demand_decodes_only_utterances_that_matter(tmp_path: Path) -> None:
         assert oov.skipped_phrases == [phrase] and oov.transcript_only
         _run(oov, audio)
         assert oov.utterances_decoded == 4 and oov.utterances_skipped == 0
+
+
+def test_on_demand_streams_share_one_decoder_without_influencing_each_other(tmp_path: Path) -> None:
+    def speech(voice: str, *lines: str) -> np.ndarray:
+        parts = [silence(0.4)]
+        for line in lines:
+            parts += [synthesize(line, tmp_path, voice), silence(1.0)]
+        return np.concatenate(parts)
+
+    phrases = ["my name is", "returns are not guaranteed", "i have understood and i agree"]
+    audio = {
+        "agent": speech("slt", "My name is Alice Brown.", "Returns are not guaranteed."),
+        "customer": speech("kal16", "I have not understood.", "I have understood and I agree."),
+    }
+
+    def transcripts(results: list) -> list[tuple[str | None, float]]:
+        return [(result.text, round(result.start, 2)) for result in results]
+
+    alone = {}
+    for name, pcm in audio.items():
+        recognizer = PocketsphinxRecognizer(name, builtin_model(), phrases)
+        recognizer.set_demand(True)
+        alone[name] = transcripts(_run(recognizer, pcm))
+        assert len(alone[name]) == 2
+    # Interleaved block by block, as a worker serves the tracks of a call.
+    together = {name: PocketsphinxRecognizer(name, builtin_model(), phrases) for name in audio}
+    assert together["agent"]._lm is together["customer"]._lm
+    results: dict[str, list] = {name: [] for name in audio}
+    length = max(len(pcm) for pcm in audio.values())
+    for offset in range(0, length, 1600):
+        for name, recognizer in together.items():
+            recognizer.set_demand(True)
+            block = audio[name][offset : offset + 1600]
+            if len(block):
+                results[name] += recognizer.feed(block, offset / 16000)
+    for name, recognizer in together.items():
+        results[name] += recognizer.flush()
+        assert transcripts(results[name]) == alone[name]

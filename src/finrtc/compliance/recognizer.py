@@ -12,9 +12,8 @@ and detects the script's phrases reliably, but it only ever reports the phrases 
 so it cannot see "I have *not* understood". Full decoding with the language model is ~10x
 costlier but yields the evidence transcript, which the phrase matcher checks (negation included).
 So a voice-activity endpointer cuts each stream into speech segments (utterances), and kws runs
-over those (silence and room noise cannot hold a phrase; measured on the accuracy corpus: same
-detections, 10 % less CPU with transcripts; without transcripts there is no endpointer and kws
-hears everything). Which utterances are fully decoded is the `transcribe`
+over those (silence and room noise cannot hold a phrase; on the accuracy corpus: the same
+detections; without transcripts there is no endpointer and kws hears everything). Which utterances are fully decoded is the `transcribe`
 mode: `always` decodes every one; `on_demand` (the default) keeps the utterance's audio and
 decodes it only when it is needed: kws spotted a script phrase in it (the transcript then checks
 for negation), the script has phrases kws cannot spot (out of vocabulary, or not written in the
@@ -247,6 +246,50 @@ def load_model_dir(model_dir: Path, expected_sha256: str | None) -> ModelSpec:
 
 # --- pocketsphinx -------------------------------------------------------------------------------
 
+# Decoders shared by every stream of a (worker) process, by model and purpose: the word lookup,
+# and the full decoder of `on_demand`, which decodes a whole utterance in one call. The only
+# state it carries between utterances is the cepstral mean, which each stream saves and restores
+# around its own utterances (batch normalisation over the utterance alone lost words: "and I"
+# became "him by" in a negated confirmation after Opus). Building a decoder costs ~0.2 CPU-s and
+# ~40-80 MB; per stream that was a start-of-call burst long enough to overflow the audio queue.
+_SHARED_DECODERS: dict[tuple[str, ...], Any] = {}
+# A fresh decoder's cepstral mean, per shared decoder: where each stream starts.
+_INITIAL_CMN: dict[int, str] = {}
+
+
+def _decoder_settings(model: ModelSpec) -> dict[str, Any]:
+    return {
+        "hmm": model.acoustic_model,
+        "dict": model.dictionary,
+        "samprate": SAMPLE_RATE,
+        "loglevel": "FATAL",
+    }
+
+
+def _shared_decoder(purpose: Literal["lookup", "on_demand"], model: ModelSpec) -> Any:
+    key = (purpose, model.digest, model.acoustic_model, model.dictionary, model.language_model or "")
+    decoder = _SHARED_DECODERS.get(key)
+    if decoder is None:
+        import pocketsphinx
+
+        if purpose == "lookup":
+            decoder = pocketsphinx.Decoder(lm=None, **_decoder_settings(model))
+        else:
+            decoder = pocketsphinx.Decoder(
+                lm=model.language_model, **_decoder_settings(model), **_LM_DECODER_SETTINGS
+            )
+            _INITIAL_CMN[id(decoder)] = decoder.get_cmn()
+        _SHARED_DECODERS[key] = decoder
+    return decoder
+
+
+def preload(model: ModelSpec, transcribe: Transcribe) -> None:
+    """Build the shared decoders now (a worker's start-up) rather than when a call starts."""
+    _shared_decoder("lookup", model)
+    if transcribe == "on_demand" and model.language_model is not None:
+        _shared_decoder("on_demand", model)
+
+
 _KWS_WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -301,16 +344,10 @@ class PocketsphinxRecognizer:
         self._lm_samples = 0
         self._utterance_end = 0.0
         self._split = False
-        common: dict[str, Any] = {
-            "hmm": model.acoustic_model,
-            "dict": model.dictionary,
-            "samprate": SAMPLE_RATE,
-            "loglevel": "FATAL",
-        }
+        common = _decoder_settings(model)
         self._kws: Any = None
         self.keyphrases: dict[str, str] = {}
         self.skipped_phrases: list[str] = []
-        probe: Any = None
         entries = []
         for phrase in phrases:
             words = keyphrase_words(phrase)
@@ -318,9 +355,8 @@ class PocketsphinxRecognizer:
                 # Not in the model's alphabet (e.g. Chinese characters): transcript only.
                 self.skipped_phrases.append(phrase)
                 continue
-            if probe is None:
-                probe = pocketsphinx.Decoder(lm=None, **common)
-            if any(probe.lookup_word(word) is None for word in words):
+            lookup = _shared_decoder("lookup", model)
+            if any(lookup.lookup_word(word) is None for word in words):
                 # Out-of-vocabulary phrases can only be found in the transcript.
                 self.skipped_phrases.append(phrase)
                 continue
@@ -338,6 +374,7 @@ class PocketsphinxRecognizer:
                 os.unlink(handle.name)
             self._kws.start_utt()
         self._lm: Any = None
+        self._cmn = ""
         self._endpointer: Any = None
         # Phrases only the transcript can find: on demand must then decode every utterance.
         self.transcript_only = bool(self.skipped_phrases)
@@ -346,9 +383,14 @@ class PocketsphinxRecognizer:
                 raise ConfigError(
                     f"model {model.source} has no language_model, so it cannot transcribe"
                 )
-            self._lm = pocketsphinx.Decoder(
-                lm=model.language_model, **common, **_LM_DECODER_SETTINGS
-            )
+            if self.on_demand:
+                self._lm = _shared_decoder("on_demand", model)
+                self._cmn = _INITIAL_CMN[id(self._lm)]
+            else:
+                # Decodes live, as speech arrives: one per stream.
+                self._lm = pocketsphinx.Decoder(
+                    lm=model.language_model, **common, **_LM_DECODER_SETTINGS
+                )
             self._endpointer = pocketsphinx.Endpointer(sample_rate=SAMPLE_RATE)
         frame_samples = (
             self._endpointer.frame_bytes // 2 if self._endpointer is not None else 480
@@ -547,10 +589,14 @@ class PocketsphinxRecognizer:
             if not (inside or self._utterance_demanded or self.transcript_only):
                 self.utterances_skipped += 1
                 return
-            # The same live decoder and settings as `always`, fed in one go.
+            # The same settings as `always`, fed in one go to the process's shared decoder, with
+            # this stream's cepstral mean.
+            self._lm.set_cmn(self._cmn)
             self._lm.start_utt()
             self._lm.process_raw(speech)
         self._lm.end_utt()
+        if self.on_demand:
+            self._cmn = self._lm.get_cmn()
         self.utterances_decoded += 1
         hypothesis = self._lm.hyp()
         text = hypothesis.hypstr.strip() if hypothesis is not None else ""

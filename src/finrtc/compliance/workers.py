@@ -41,6 +41,7 @@ from finrtc.compliance.recognizer import (
     RecognitionResult,
     Transcribe,
     create_recognizer,
+    preload,
 )
 from finrtc.threads import BACKGROUND_NICE, lower_thread_priority, name_native_thread
 
@@ -91,12 +92,20 @@ def _worker_main(
     control: multiprocessing.Queue[Any],
     results: multiprocessing.Queue[Any],
     nice: int = BACKGROUND_NICE,
+    model: ModelSpec | None = None,
+    transcribe: Transcribe = "on_demand",
 ) -> None:
     """The worker process: one recognizer per open stream."""
     _die_with_parent()
     name_native_thread("finrtc-asr")
     # Before any other thread starts (they inherit it): recognition may lag, frames may not.
     lower_thread_priority(nice)
+    if model is not None:
+        try:
+            preload(model, transcribe)
+        except Exception:
+            # The first stream's open reports the same error to its session.
+            log.exception("recognizer worker: the model could not be preloaded")
     recognizers: dict[str, Any] = {}
     slowdowns: dict[str, float] = {}
     # Audio blocks processed per stream; flush / close wait until every block queued before
@@ -333,7 +342,10 @@ class RecognizerPool:
     def _spawn(self, worker: _Worker) -> None:
         worker.process = self._context.Process(
             target=_worker_main,
-            args=(worker.audio, worker.control, self._results, self.nice),
+            args=(
+                worker.audio, worker.control, self._results, self.nice, self.model,
+                self.transcribe,
+            ),
             name=f"finrtc-recognizer-{worker.index}",
             daemon=True,
         )
