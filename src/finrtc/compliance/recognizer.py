@@ -9,19 +9,21 @@ the event loop. Backends:
 
 How pocketsphinx is used, and why: keyphrase spotting (kws) is cheap (~0.02 CPU-s per audio-s)
 and detects the script's phrases reliably, but it only ever reports the phrases it was given,
-so it cannot see "I have *not* understood". Full decoding with the language model is ~10x
-costlier but yields the evidence transcript, which the phrase matcher checks (negation included).
-So a voice-activity endpointer cuts each stream into speech segments (utterances), and kws runs
-over those (silence and room noise cannot hold a phrase; on the accuracy corpus: the same
-detections; without transcripts there is no endpointer and kws hears everything). Which utterances are fully decoded is the `transcribe`
-mode: `always` decodes every one; `on_demand` (the default) keeps the utterance's audio and
-decodes it only when it is needed: kws spotted a script phrase in it (the transcript then checks
-for negation), the script has phrases kws cannot spot (out of vocabulary, or not written in the
-model's alphabet), or the session demands it because the speaker owes the next required stage
-(so a phrase kws missed can still be found in the transcript). Most of a call is conversation
-outside the script, and decoding is ~5x the cost of spotting. Each utterance is reported once,
-with its transcript and the keyphrases spotted inside it. (JSGF grammars are not used: they force every
-utterance onto a grammar path and turned a negated confirmation into a match.)
+so it cannot see "I have *not* understood". Full decoding with the language model costs about
+four times as much but yields the evidence transcript, which the phrase matcher checks (negation
+included). A voice-activity endpointer cuts each stream into speech segments (utterances), and
+kws runs over those (silence and room noise cannot hold a phrase; on the accuracy corpus the
+detections are the same; without transcripts there is no endpointer and kws hears everything).
+
+Which utterances are fully decoded is the `transcribe` mode: `always` decodes every one;
+`on_demand` (the default) keeps the utterance's audio and decodes it only when it is needed: kws
+spotted a script phrase in it (the transcript then checks for negation), the script has phrases
+kws cannot spot (out of vocabulary, or not written in the model's alphabet), or the session
+demands it because the speaker owes the next required stage (so a phrase kws missed can still be
+found in the transcript). Most of a call is conversation outside the script. Each utterance is
+reported once, with its transcript and the keyphrases spotted inside it. (JSGF grammars are not
+used: they force every utterance onto a grammar path and turned a negated confirmation into a
+match.)
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ class RecognizerConfig(StrictModel):
     # Full decoding of speech segments: the evidence transcript and the negation check.
     # on_demand: decode the utterances that matter - a script phrase was spotted in them, the
     #   speaker owes the next required stage, or the script has phrases spotting cannot find.
-    # always: decode every utterance (a transcript of the whole call; ~5x the CPU of spotting).
+    # always: decode every utterance (a transcript of the whole call; ~4x the CPU of spotting).
     # off: keyphrase spotting only (cheapest, but negated confirmations cannot be told apart).
     transcribe: Literal["on_demand", "always", "off"] = "on_demand"
     # Speech segments longer than this are transcribed in pieces, so a monologue or a noisy line
