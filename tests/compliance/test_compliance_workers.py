@@ -6,9 +6,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from finrtc.compliance.recognizer import builtin_model
 from finrtc.compliance.workers import RecognizerPool
@@ -100,5 +102,35 @@ def test_workers_run_at_the_configured_lower_priority() -> None:
         assert handle.wait_flushed(30.0)
         expected = max(6, process_niceness(os.getpid()))
         assert process_niceness(pool._workers[0].process.pid) == expected
+    finally:
+        pool.close()
+
+
+def test_queue_room_is_counted_per_track() -> None:
+    # 1 s of audio per track may wait; one worker serves both tracks.
+    pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=1.0, transcribe="off")
+    pool.start()
+    try:
+        dropped: dict[str, float] = {"busy": 0.0, "quiet": 0.0}
+
+        def counter(name: str) -> Callable[[float], None]:
+            def count(seconds: float) -> None:
+                dropped[name] += seconds
+
+            return count
+
+        block = np.zeros(1600, dtype=np.int16).tobytes()
+        busy = pool.open_stream("room/busy", ["my name is"], lambda result: None,
+                                on_drop=counter("busy"), slowdown=1.0)
+        quiet = pool.open_stream("room/quiet", ["my name is"], lambda result: None,
+                                 on_drop=counter("quiet"))
+        # The busy track floods the worker with 5 s of audio at once: its surplus is dropped...
+        accepted = sum(busy.feed(block, index * 0.1) for index in range(50))
+        assert 10 <= accepted <= 15 and dropped["busy"] == pytest.approx((50 - accepted) * 0.1)
+        # ...while the other track still has its own room, although the worker is behind.
+        assert all(quiet.feed(block, index * 0.1) for index in range(8))
+        assert dropped["quiet"] == 0.0
+        quiet.flush()
+        assert quiet.wait_flushed(30.0)
     finally:
         pool.close()

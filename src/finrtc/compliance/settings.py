@@ -17,7 +17,7 @@ class RecognizerConfig(StrictModel):
     model_sha256: str | None = None
     # Recognizer worker processes shared by all rooms (one decoder per audio track).
     workers: int = Field(default=1, ge=1, le=8)
-    # Audio a worker may have queued before new audio is dropped (and alerted).
+    # Audio of one track that may wait for its worker before new audio is dropped (and alerted).
     queue_seconds: float = Field(default=10.0, gt=0, le=120)
     # Full decoding of speech segments: the evidence transcript and the negation check.
     # on_demand: decode the utterances that matter - a script phrase was spotted in them, the

@@ -50,6 +50,11 @@ log = logging.getLogger(__name__)
 # Audio arrives in blocks of about this length (see the audio tap); sizes the queues.
 BLOCK_SECONDS = 0.1
 CONTROL_QUEUE_SIZE = 1024
+# `queue_seconds` is per track; a worker's queue holds that much audio for this many tracks.
+QUEUE_TRACKS_PER_WORKER = 32
+# The worker reports its progress on a track every this many blocks: the parent counts the
+# blocks still waiting per track (it may admit up to this many more than the limit).
+PROGRESS_EVERY_BLOCKS = 5
 RESULT_QUEUE_SIZE = 1024
 STATS_INTERVAL_S = 2.0
 
@@ -200,7 +205,9 @@ def _worker_main(
                 recognizer = recognizers.get(stream_id)
         if recognizer is None:
             continue
-        processed[stream_id] = processed.get(stream_id, 0) + 1
+        done = processed[stream_id] = processed.get(stream_id, 0) + 1
+        if done % PROGRESS_EVERY_BLOCKS == 0:
+            results.put(("progress", stream_id, done))
         pcm = np.frombuffer(payload, dtype=np.int16)
         for result in recognizer.feed(pcm, media_time):
             results.put(("result", result))
@@ -244,8 +251,10 @@ class _Stream:
         self.skipped_phrases: list[str] = []
         # Whether the session wants every utterance decoded (resent after a worker restart).
         self.demand = False
-        # Audio blocks successfully queued (read by flush / close to keep their order).
+        # Audio blocks successfully queued (read by flush / close to keep their order), and
+        # how many of them the worker reported processed.
         self.sent = 0
+        self.acknowledged = 0
         self.closing = False
 
 
@@ -316,8 +325,13 @@ class RecognizerPool:
         self.transcribe = transcribe
         self.max_utterance_s = max_utterance_s
         self._context = multiprocessing.get_context("spawn")
-        self._audio_blocks = max(2, round(queue_seconds / BLOCK_SECONDS))
-        self._workers = [_Worker(self._context, index, self._audio_blocks) for index in range(workers)]
+        # Blocks one track may have waiting: a busy track (or a worker busy with other tracks)
+        # cannot take the queue space every other track on the worker needs.
+        self._track_blocks = max(2, round(queue_seconds / BLOCK_SECONDS))
+        self._workers = [
+            _Worker(self._context, index, self._track_blocks * QUEUE_TRACKS_PER_WORKER)
+            for index in range(workers)
+        ]
         self._results: multiprocessing.Queue[Any] = self._context.Queue(RESULT_QUEUE_SIZE)
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
@@ -401,16 +415,19 @@ class RecognizerPool:
             if stream.on_drop is not None:
                 stream.on_drop(seconds)
             return False
-        try:
-            stream.worker.audio.put_nowait((stream.stream_id, pcm, media_time))
-            stream.sent += 1
-            return True
-        except queue.Full:
-            self._drop_backlog.inc()
-            AUDIO_DROPPED_SECONDS.inc(seconds)
-            if stream.on_drop is not None:
-                stream.on_drop(seconds)
-            return False
+        waiting = stream.sent - stream.acknowledged
+        if waiting < self._track_blocks + PROGRESS_EVERY_BLOCKS:
+            try:
+                stream.worker.audio.put_nowait((stream.stream_id, pcm, media_time))
+                stream.sent += 1
+                return True
+            except queue.Full:
+                pass
+        self._drop_backlog.inc()
+        AUDIO_DROPPED_SECONDS.inc(seconds)
+        if stream.on_drop is not None:
+            stream.on_drop(seconds)
+        return False
 
     def _close_stream(self, stream: _Stream) -> None:
         if stream.closing:
@@ -454,6 +471,11 @@ class RecognizerPool:
             stream = self._streams.get(result.stream_id)
             if stream is not None:
                 stream.on_result(result)
+        elif kind == "progress":
+            stream = self._streams.get(message[1])
+            if stream is not None:
+                # A report from a worker that has since been replaced may exceed the new count.
+                stream.acknowledged = min(max(stream.acknowledged, message[2]), stream.sent)
         elif kind == "opened":
             stream = self._streams.get(message[1])
             if stream is not None:
@@ -501,6 +523,7 @@ class RecognizerPool:
                 # The dead worker took its queued blocks with it: restart the count so a later
                 # flush / close does not wait for blocks that will never be processed.
                 stream.sent = 0
+                stream.acknowledged = 0
                 self._control(stream, ("open", stream.spec))
                 if stream.demand:
                     self._control(stream, ("demand", stream.stream_id, True))
