@@ -12,6 +12,7 @@ import pytest
 from finrtc.compliance.recognizer import (
     MANIFEST_NAME,
     PocketsphinxRecognizer,
+    RecognitionResult,
     builtin_model,
     load_model_dir,
     tree_digest,
@@ -21,6 +22,21 @@ from finrtc.compliance.settings import ComplianceConfig, RecognizerConfig
 from finrtc.compliance.testing import silence, synthesize
 from finrtc.config import LoadedConfig, parse_config
 from finrtc.errors import ConfigError
+
+
+def feed_blocks(
+    recognizer: PocketsphinxRecognizer,
+    audio: np.ndarray,
+    start: float = 0.0,
+    demand_from: float | None = None,
+) -> list[RecognitionResult]:
+    """Feeds 100 ms blocks stamped from `start`, then flushes; demand is set from `demand_from`."""
+    results: list[RecognitionResult] = []
+    for offset in range(0, len(audio), 1600):
+        if demand_from is not None and offset / 16000 >= demand_from:
+            recognizer.set_demand(True)
+        results += recognizer.feed(audio[offset : offset + 1600], start + offset / 16000)
+    return results + recognizer.flush()
 
 
 def test_pocketsphinx_spots_and_transcribes_with_media_time(tmp_path: Path) -> None:
@@ -33,10 +49,7 @@ def test_pocketsphinx_spots_and_transcribes_with_media_time(tmp_path: Path) -> N
         silence(0.5), synthesize("I have not understood and I do not agree.", tmp_path, "rms"),
         silence(1.0), synthesize("I have understood and I agree.", tmp_path, "rms"), silence(1.0),
     ])
-    results = []
-    for offset in range(0, len(audio), 1600):
-        results += recognizer.feed(audio[offset : offset + 1600], 100.0 + offset / 16000)
-    results += recognizer.flush()
+    results = feed_blocks(recognizer, audio, start=100.0)
     texts = [result.text for result in results]
     assert any(text and "not" in text for text in texts), texts
     hits = [hit for result in results for hit in result.keywords]
@@ -167,10 +180,7 @@ def test_endless_speech_is_transcribed_in_bounded_pieces(tmp_path: Path) -> None
     recognizer = PocketsphinxRecognizer(
         "s", builtin_model(), ["go down as well as up"], transcribe="always", max_utterance_s=4.0
     )
-    results = []
-    for offset in range(0, len(audio), 1600):
-        results += recognizer.feed(audio[offset : offset + 1600], offset / 16000)
-    results += recognizer.flush()
+    results = feed_blocks(recognizer, audio)
     transcribed = [result for result in results if result.text]
     assert len(transcribed) >= 3, [(r.start, r.end, r.text) for r in results]
     assert all(result.end - result.start <= 4.0 + 0.05 for result in transcribed)
@@ -180,15 +190,6 @@ def test_endless_speech_is_transcribed_in_bounded_pieces(tmp_path: Path) -> None
     # Keyphrase spotting runs across the cuts: every repetition is spotted.
     hits = [hit for result in results for hit in result.keywords]
     assert len(hits) >= 4
-
-
-def _run(recognizer: PocketsphinxRecognizer, audio: np.ndarray, demand_from: float | None = None) -> list:
-    results = []
-    for offset in range(0, len(audio), 1600):
-        if demand_from is not None and offset / 16000 >= demand_from:
-            recognizer.set_demand(True)
-        results += recognizer.feed(audio[offset : offset + 1600], offset / 16000)
-    return results + recognizer.flush()
 
 
 def test_on_demand_decodes_only_utterances_that_matter(tmp_path: Path) -> None:
@@ -207,12 +208,12 @@ def test_on_demand_decodes_only_utterances_that_matter(tmp_path: Path) -> None:
     phrases = ["returns are not guaranteed"]
 
     always = PocketsphinxRecognizer("s", builtin_model(), phrases, transcribe="always")
-    always_results = _run(always, audio)
+    always_results = feed_blocks(always, audio)
     assert always.utterances_decoded == 4 and always.utterances_skipped == 0
     assert len([result for result in always_results if result.text]) == 4
 
     on_demand = PocketsphinxRecognizer("s", builtin_model(), phrases, transcribe="on_demand")
-    results = _run(on_demand, audio, demand_from=demand_from)
+    results = feed_blocks(on_demand, audio, demand_from=demand_from)
     # Decoded: the utterance with the spotted phrase (its transcript shows no negation of it)
     # and the one spoken while the session demanded transcripts; the others only spotted.
     assert on_demand.utterances_decoded == 2 and on_demand.utterances_skipped == 2
@@ -230,7 +231,7 @@ def test_on_demand_decodes_only_utterances_that_matter(tmp_path: Path) -> None:
     for phrase in ["qwzx unknownword", "\u6211\u540c\u610f"]:
         oov = PocketsphinxRecognizer("s", builtin_model(), [*phrases, phrase])
         assert oov.skipped_phrases == [phrase] and oov.transcript_only
-        _run(oov, audio)
+        feed_blocks(oov, audio)
         assert oov.utterances_decoded == 4 and oov.utterances_skipped == 0
 
 
@@ -247,19 +248,19 @@ def test_on_demand_streams_share_one_decoder_without_influencing_each_other(tmp_
         "customer": speech("kal16", "I have not understood.", "I have understood and I agree."),
     }
 
-    def transcripts(results: list) -> list[tuple[str | None, float]]:
+    def transcripts(results: list[RecognitionResult]) -> list[tuple[str | None, float]]:
         return [(result.text, round(result.start, 2)) for result in results]
 
     alone = {}
     for name, pcm in audio.items():
         recognizer = PocketsphinxRecognizer(name, builtin_model(), phrases)
         recognizer.set_demand(True)
-        alone[name] = transcripts(_run(recognizer, pcm))
+        alone[name] = transcripts(feed_blocks(recognizer, pcm))
         assert len(alone[name]) == 2
     # Interleaved block by block, as a worker serves the tracks of a call.
     together = {name: PocketsphinxRecognizer(name, builtin_model(), phrases) for name in audio}
     assert together["agent"]._lm is together["customer"]._lm
-    results: dict[str, list] = {name: [] for name in audio}
+    results: dict[str, list[RecognitionResult]] = {name: [] for name in audio}
     length = max(len(pcm) for pcm in audio.values())
     for offset in range(0, length, 1600):
         for name, recognizer in together.items():

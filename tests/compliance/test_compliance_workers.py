@@ -6,8 +6,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,10 +18,19 @@ from finrtc.compliance.workers import RecognizerPool
 from finrtc.metrics import REGISTRY
 
 
-def test_crashed_worker_is_reported_and_restarted() -> None:
-    pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=2, transcribe="off")
+@contextmanager
+def running_pool(**options: Any) -> Iterator[RecognizerPool]:
+    """A started pool of one spotting-only worker (options override), closed afterwards."""
+    pool = RecognizerPool(builtin_model(), **{"workers": 1, "transcribe": "off", **options})
     pool.start()
     try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_crashed_worker_is_reported_and_restarted() -> None:
+    with running_pool(queue_seconds=2) as pool:
         failures: list[str] = []
         reported = threading.Event()
 
@@ -47,17 +57,13 @@ def test_crashed_worker_is_reported_and_restarted() -> None:
         assert handle.feed(np.zeros(1600, dtype=np.int16).tobytes(), 1.0)
         handle.close()
         assert handle.wait_closed(20.0)
-    finally:
-        pool.close()
 
 
 def test_closed_and_broken_streams_never_stall_the_worker() -> None:
     import dataclasses
 
     model = builtin_model()
-    pool = RecognizerPool(model, workers=1, queue_seconds=2, transcribe="off")
-    pool.start()
-    try:
+    with running_pool(queue_seconds=2) as pool:
         closed = pool.open_stream("room/a", ["my name is"], lambda result: None)
         assert closed.feed(np.zeros(1600, dtype=np.int16).tobytes(), 0.0)
         closed.close()
@@ -82,35 +88,22 @@ def test_closed_and_broken_streams_never_stall_the_worker() -> None:
         assert healthy.wait_closed(20.0)
         assert time.perf_counter() - started < 8.0
         assert failures and "could not start" in failures[0]
-    finally:
-        pool.close()
-
-
-def process_niceness(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[16])
 
 
 def test_workers_run_at_the_configured_lower_priority() -> None:
-    pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=2, transcribe="off", nice=6)
-    pool.start()
-    try:
+    with running_pool(queue_seconds=2, nice=6) as pool:
         handle = pool.open_stream("room/t1", ["my name is"], lambda result: None)
         # The stream's first block is processed once the worker runs its loop (after setup).
         assert handle.feed(np.zeros(1600, dtype=np.int16).tobytes(), 0.0)
         handle.flush()
         assert handle.wait_flushed(30.0)
-        expected = max(6, process_niceness(os.getpid()))
-        assert process_niceness(pool._workers[0].process.pid) == expected
-    finally:
-        pool.close()
+        expected = max(6, os.getpriority(os.PRIO_PROCESS, 0))
+        assert os.getpriority(os.PRIO_PROCESS, pool._workers[0].process.pid) == expected
 
 
 def test_queue_room_is_counted_per_track() -> None:
     # 1 s of audio per track may wait; one worker serves both tracks.
-    pool = RecognizerPool(builtin_model(), workers=1, queue_seconds=1.0, transcribe="off")
-    pool.start()
-    try:
+    with running_pool(queue_seconds=1.0) as pool:
         dropped: dict[str, float] = {"busy": 0.0, "quiet": 0.0}
 
         def counter(name: str) -> Callable[[float], None]:
@@ -132,5 +125,3 @@ def test_queue_room_is_counted_per_track() -> None:
         assert dropped["quiet"] == 0.0
         quiet.flush()
         assert quiet.wait_flushed(30.0)
-    finally:
-        pool.close()

@@ -254,9 +254,8 @@ def load_model_dir(model_dir: Path, expected_sha256: str | None) -> ModelSpec:
 # around its own utterances (batch normalisation over the utterance alone lost words: "and I"
 # became "him by" in a negated confirmation after Opus). Building a decoder costs ~0.2 CPU-s and
 # ~40-80 MB; per stream that was a start-of-call burst long enough to overflow the audio queue.
-_SHARED_DECODERS: dict[tuple[str, ...], Any] = {}
-# A fresh decoder's cepstral mean, per shared decoder: where each stream starts.
-_INITIAL_CMN: dict[int, str] = {}
+# Values: the decoder and its cepstral mean when fresh (where each stream starts).
+_SHARED_DECODERS: dict[tuple[str, ...], tuple[Any, str]] = {}
 
 
 def _decoder_settings(model: ModelSpec) -> dict[str, Any]:
@@ -268,21 +267,18 @@ def _decoder_settings(model: ModelSpec) -> dict[str, Any]:
     }
 
 
-def _shared_decoder(purpose: Literal["lookup", "on_demand"], model: ModelSpec) -> Any:
+def _shared_decoder(purpose: Literal["lookup", "on_demand"], model: ModelSpec) -> tuple[Any, str]:
+    """The process's decoder for `purpose` and `model`, with its initial cepstral mean."""
     key = (purpose, model.digest, model.acoustic_model, model.dictionary, model.language_model or "")
-    decoder = _SHARED_DECODERS.get(key)
-    if decoder is None:
+    shared = _SHARED_DECODERS.get(key)
+    if shared is None:
         import pocketsphinx
 
-        if purpose == "lookup":
-            decoder = pocketsphinx.Decoder(lm=None, **_decoder_settings(model))
-        else:
-            decoder = pocketsphinx.Decoder(
-                lm=model.language_model, **_decoder_settings(model), **_LM_DECODER_SETTINGS
-            )
-            _INITIAL_CMN[id(decoder)] = decoder.get_cmn()
-        _SHARED_DECODERS[key] = decoder
-    return decoder
+        language_model = model.language_model if purpose == "on_demand" else None
+        settings = _LM_DECODER_SETTINGS if purpose == "on_demand" else {}
+        decoder = pocketsphinx.Decoder(lm=language_model, **_decoder_settings(model), **settings)
+        shared = _SHARED_DECODERS[key] = (decoder, decoder.get_cmn())
+    return shared
 
 
 def preload(model: ModelSpec, transcribe: Transcribe) -> None:
@@ -357,7 +353,7 @@ class PocketsphinxRecognizer:
                 # Not in the model's alphabet (e.g. Chinese characters): transcript only.
                 self.skipped_phrases.append(phrase)
                 continue
-            lookup = _shared_decoder("lookup", model)
+            lookup, _ = _shared_decoder("lookup", model)
             if any(lookup.lookup_word(word) is None for word in words):
                 # Out-of-vocabulary phrases can only be found in the transcript.
                 self.skipped_phrases.append(phrase)
@@ -386,8 +382,7 @@ class PocketsphinxRecognizer:
                     f"model {model.source} has no language_model, so it cannot transcribe"
                 )
             if self.on_demand:
-                self._lm = _shared_decoder("on_demand", model)
-                self._cmn = _INITIAL_CMN[id(self._lm)]
+                self._lm, self._cmn = _shared_decoder("on_demand", model)
             else:
                 # Decodes live, as speech arrives: one per stream.
                 self._lm = pocketsphinx.Decoder(

@@ -50,8 +50,8 @@ class _TrackFeed:
         return self.handle.feed(pcm, media_time)
 
     def set_demand(self, demanded: bool) -> None:
-        if not self.closed:
-            self.handle.set_demand(demanded)
+        # A closed handle ignores it.
+        self.handle.set_demand(demanded)
 
     def tap_failed(self, reason: str, media_time: float) -> None:
         self.session._threadsafe(self.session._feed_problem, self.track, "tap_failed", reason)
