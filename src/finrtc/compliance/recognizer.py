@@ -54,12 +54,22 @@ _FRAMES_PER_SECOND = 100  # pocketsphinx's default frame rate
 # Speech closer than this to where spotting stopped continues it (positions are rounded seconds).
 _CONTIGUOUS_SAMPLES = 16
 DEFAULT_MAX_UTTERANCE_S = 15.0
-# Full-decoding settings, measured with benchmarks/speech_accuracy.py (4 flite voices, clean and
-# after Opus): the second passes (fwdflat, bestpath) and an uncapped HMM count cost 0.154 CPU-s
-# per audio-s for 40/40 detections; without them and with at most 5000 active HMMs per frame,
-# 0.118 CPU-s for the same 40/40 (transcript alone 37/40 vs 35/40) and 0 false alarms on the
-# negated distractors. Narrower beams (1e-40) cut to 0.094 but lost detections.
-_LM_DECODER_SETTINGS: dict[str, Any] = {"fwdflat": False, "bestpath": False, "maxhmmpf": 5000}
+# Decoder settings, measured with benchmarks/speech_accuracy.py (4 flite voices, clean and after
+# Opus; CPU-s per audio-s in parentheses).
+# Full decoding: the second passes (fwdflat, bestpath) and an uncapped HMM count cost (0.154) for
+# 40/40 detections; without them and with at most 5000 active HMMs per frame (0.118) the same
+# 40/40 and 0 false alarms on the negated distractors. Narrower beams (1e-40) lost detections.
+# Scoring each frame with the 2 best Gaussians of the phonetic tied mixtures instead of 4 cut
+# spotting plus full decoding from 0.099 to 0.088, still 40/40 with 0 false alarms.
+_LM_DECODER_SETTINGS: dict[str, Any] = {
+    "fwdflat": False,
+    "bestpath": False,
+    "maxhmmpf": 5000,
+    "topn": 2,
+}
+# Spotting keeps pocketsphinx's defaults: topn 2 lost 2 detections, and scoring every other frame
+# (ds 2) lost 3 of 5 back-to-back repetitions of a phrase in continuous speech.
+_KWS_DECODER_SETTINGS: dict[str, Any] = {}
 
 Transcribe = Literal["on_demand", "always", "off"]
 
@@ -367,7 +377,9 @@ class PocketsphinxRecognizer:
             ) as handle:
                 handle.writelines(dict.fromkeys(entries))
             try:
-                self._kws = pocketsphinx.Decoder(kws=handle.name, lm=None, **common)
+                self._kws = pocketsphinx.Decoder(
+                    kws=handle.name, lm=None, **common, **_KWS_DECODER_SETTINGS
+                )
             finally:
                 os.unlink(handle.name)
             self._kws.start_utt()
