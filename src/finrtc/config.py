@@ -82,7 +82,12 @@ class VideoEncodingConfig(StrictModel):
 
 
 class AudioEncodingConfig(StrictModel):
+    # Used when audio is re-encoded (passthrough off, or a hook changes audio).
     bitrate_bps: int = Field(default=32_000, ge=6_000, le=510_000)
+    # Forward the publisher's Opus packets unchanged when no hook changes audio: the archive and
+    # viewers get the bytes the customer's device produced (no second lossy generation), and
+    # the server spends no encode CPU. Audio is still decoded once for the hooks.
+    passthrough: bool = True
 
 
 class MediaConfig(StrictModel):

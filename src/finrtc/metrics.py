@@ -39,7 +39,8 @@ FRAMES_IN = Counter(
 )
 FRAMES_DROPPED = Counter(
     "finrtc_frames_dropped_total",
-    "Decoded frames dropped before the hook chain because the server was behind (the oldest go).",
+    "Frames dropped before the hook chain because the server was behind: encoded frames waiting"
+    " for the decoder (video skips to a keyframe) and decoded frames waiting for the pipeline.",
     ["kind"],
     registry=REGISTRY,
 )

@@ -15,7 +15,7 @@ from finrtc.signaling.context import ROOMS
 from tests.conftest import archive_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for
 from tests.support import webrtc_client as client
-from tests.support.media import PatternVideoTrack, ToneAudioTrack
+from tests.support.media import OpusPacketTrack, PatternVideoTrack, ToneAudioTrack
 
 
 def finrtc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -37,7 +37,8 @@ async def test_real_call_is_recorded_verified_and_exported(tmp_path: Path, http)
             running.base,
             room,
             token(room, "cust1", Role.CUSTOMER),
-            [PatternVideoTrack(320, 240), ToneAudioTrack(660)],
+            # Mono Opus, as browsers send it, forwarded unchanged into the archive.
+            [PatternVideoTrack(320, 240), OpusPacketTrack(660)],
         )
         viewer = await client.play(
             http, running.base, room, token(room, "cust1", Role.CUSTOMER), "?participant=agent1"
@@ -94,6 +95,17 @@ async def test_real_call_is_recorded_verified_and_exported(tmp_path: Path, http)
     # About 5 s of call (± one segment of slack on each end).
     assert 3.5 <= duration <= 8.0, duration
     assert decoded > 60
+    # Both parties' audio decodes: the agent's (stereo, from aiortc's encoder) and the
+    # customer's (mono Opus forwarded as sent), each about as long as the call.
+    with av.open(str(out)) as container:
+        audio_streams = [stream.index for stream in container.streams.audio]
+    audio_seconds = []
+    for index in audio_streams:
+        with av.open(str(out)) as container:
+            stream = container.streams[index]
+            samples = sum(frame.samples for frame in container.decode(stream))
+            audio_seconds.append(samples / stream.rate)
+    assert len(audio_seconds) >= 2 and all(seconds > 3.0 for seconds in audio_seconds), audio_seconds
 
     # A copy for an auditor names its recipient; the plain export names nobody.
     marked = tmp_path / "for-auditor.webm"

@@ -91,3 +91,42 @@ class ToneAudioTrack(MediaStreamTrack):
         frame.time_base = fractions.Fraction(1, 48000)
         self._count += 1
         return frame
+
+
+class OpusPacketTrack(MediaStreamTrack):
+    """Pre-encoded mono Opus (what browsers send by default; a tone in 20 ms packets), handed to
+    aiortc as `av.Packet`s so its sender only packetizes: the payloads on the wire are exactly
+    `payloads`, in a loop."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = 440.0, packets: int = 50) -> None:
+        super().__init__()
+        codec = av.CodecContext.create("libopus", "w")
+        codec.sample_rate, codec.layout, codec.format = 48000, "mono", "s16"
+        codec.bit_rate = 32_000
+        codec.time_base = fractions.Fraction(1, 48000)
+        codec.open()
+        self.payloads: list[bytes] = []
+        index = 0
+        while len(self.payloads) < packets:
+            t = (np.arange(960) + index * 960) / 48000
+            mono = (8000 * np.sin(2 * math.pi * frequency * t)).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 48000, index * 960
+            self.payloads.extend(bytes(packet) for packet in codec.encode(frame))
+            index += 1
+        self._start: float | None = None
+        self._count = 0
+
+    async def recv(self) -> av.Packet:
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._count * 0.02 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        packet = av.Packet(self.payloads[self._count % len(self.payloads)])
+        packet.pts = self._count * 960
+        packet.time_base = fractions.Fraction(1, 48000)
+        self._count += 1
+        return packet

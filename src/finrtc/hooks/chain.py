@@ -144,6 +144,10 @@ class HookChain:
         return bool(self._post_encode)
 
     @property
+    def has_mutators(self) -> bool:
+        return bool(self._mutators)
+
+    @property
     def has_frame_hooks(self) -> bool:
         return bool(self._mutators or self._observers)
 

@@ -80,7 +80,9 @@ class VideoEncoder:
 
 
 class AudioEncoder:
-    """Opus encoder: resamples anything to 48 kHz stereo s16 in 20 ms frames first."""
+    """Opus encoder: resamples anything to 48 kHz stereo s16 in 20 ms frames first.
+
+    `forward` instead stamps the publisher's packet when the frame needed no resampling."""
 
     def __init__(self, bitrate_bps: int) -> None:
         codec = av.CodecContext.create("libopus", "w")
@@ -147,6 +149,15 @@ class AudioEncoder:
             packet.pts = self._pending_pts.popleft() if self._pending_pts else packet.pts
             packet.time_base = AUDIO_TIME_BASE
         return packets
+
+    @staticmethod
+    def forward(payload: bytes, frame: av.AudioFrame) -> AvPacket:
+        """The publisher's own Opus packet for a prepared frame it decoded to, on our clock."""
+        packet = av.Packet(payload)
+        packet.pts = frame.pts
+        packet.duration = frame.samples
+        packet.time_base = AUDIO_TIME_BASE
+        return packet
 
     def encode(self, frame: av.AudioFrame, pts: int) -> list[AvPacket]:
         packets: list[AvPacket] = []

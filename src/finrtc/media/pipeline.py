@@ -126,6 +126,9 @@ class TrackPipeline:
         else:
             self._video_encoder = None
             self._audio_encoder = AudioEncoder(media.audio.bitrate_bps)
+        # Forward the publisher's Opus (frames tagged with it by receive_queue) when nothing
+        # changes the audio.
+        self._forward_audio = media.audio.passthrough and not chain.has_mutators
         self._track_clock = TrackClock() if track.kind is MediaKind.VIDEO else TrackClock(slew=0.0)
         self._index = 0
         self._sequence = 0
@@ -373,7 +376,13 @@ class TrackPipeline:
                 self._chain.run_audio(AudioChunk(samples, AUDIO_RATE, chunk_time, wall_clock, self._index))
                 hook_time += time.perf_counter() - hook_started
             self._index += 1
-            packets.extend(self._audio_encoder.encode_prepared(prepared))
+            # `prepared is frame`: 20 ms at 48 kHz stereo, stamped without resampling, so the
+            # publisher's packet covers exactly these samples.
+            payload = frame.opaque if self._forward_audio and prepared is frame else None
+            if isinstance(payload, bytes) and payload:
+                packets.append(self._audio_encoder.forward(payload, prepared))
+            else:
+                packets.extend(self._audio_encoder.encode_prepared(prepared))
         self._encode_seconds.observe(time.perf_counter() - started - hook_time)
         return self._wrap(packets, wall_clock, (1, AUDIO_RATE))
 
