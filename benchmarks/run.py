@@ -489,7 +489,15 @@ def run(
         hook_specs, _ = loadable_hook_specs(f2_config)
         wait_for_quiet(mode.quiet_wait_s)
         busy_start, own_start, wall_start = system_busy_seconds(), time.process_time(), time.time()
-        micro = run_microbench(hook_specs.hooks, mode.micro_frames, f2_config.parent)
+        # One pass per repetition; the pass with the median hook share is reported, with every
+        # pass's share beside it (a single pass on a shared machine can be off by half).
+        passes = [
+            run_microbench(hook_specs.hooks, mode.micro_frames, f2_config.parent)
+            for _ in range(mode.repetitions)
+        ]
+        passes.sort(key=lambda result: result["hook_share_of_encode"] or 0.0)
+        micro = passes[len(passes) // 2]
+        micro["hook_share_of_encode_passes"] = [result["hook_share_of_encode"] for result in passes]
         micro_wall = max(time.time() - wall_start, 1e-6)
         # Time other processes took from this core while the micro-benchmark ran.
         micro["foreign_cpu_cores"] = (
