@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
-import time
 from pathlib import Path
 
 import av
@@ -19,7 +18,7 @@ from finrtc.signaling.context import ROOMS
 from tests.conftest import make_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for
 from tests.support import webrtc_client as client
-from tests.support.media import PatternVideoTrack
+from tests.support.media import Pacer, PatternVideoTrack
 
 pytestmark = pytest.mark.skipif(FLITE is None, reason="Debian flite is needed to synthesize speech")
 
@@ -40,23 +39,17 @@ class SpeechTrack(MediaStreamTrack):
     def __init__(self, stereo: np.ndarray, delay_s: float = 0.0) -> None:
         super().__init__()
         self._samples = np.concatenate([np.zeros((int(48000 * delay_s), 2), np.int16), stereo])
-        self._count = 0
-        self._start: float | None = None
+        self._pacer = Pacer(0.02)
 
     async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._count * 0.02 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        chunk = self._samples[self._count * 960 : (self._count + 1) * 960]
+        index = await self._pacer.next()
+        chunk = self._samples[index * 960 : (index + 1) * 960]
         if len(chunk) < 960:
             chunk = np.concatenate([chunk, np.zeros((960 - len(chunk), 2), np.int16)])
         frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="stereo")
         frame.sample_rate = 48000
-        frame.pts = self._count * 960
+        frame.pts = index * 960
         frame.time_base = fractions.Fraction(1, 48000)
-        self._count += 1
         return frame
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fractions
 import queue
 import threading
 import time
@@ -179,7 +180,7 @@ async def test_a_decoder_keeping_up_loses_nothing() -> None:
 async def test_audio_keeps_the_newest_frames_and_tags_each_with_its_payload() -> None:
     encoder = av.CodecContext.create("libopus", "w")
     encoder.sample_rate, encoder.layout, encoder.format = 48000, "stereo", "s16"
-    encoder.time_base = __import__("fractions").Fraction(1, 48000)
+    encoder.time_base = fractions.Fraction(1, 48000)
     encoder.open()
     payloads = []
     noise = np.random.default_rng(7).integers(-8000, 8000, (12, 1, 1920), dtype=np.int16)

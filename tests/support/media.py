@@ -1,4 +1,4 @@
-"""Synthetic media sources for real aiortc peers: a moving test pattern and a tone."""
+"""Synthetic media sources for real aiortc peers: a moving test pattern, a tone, pre-encoded Opus."""
 
 from __future__ import annotations
 
@@ -14,6 +14,31 @@ from aiortc.mediastreams import MediaStreamTrack
 VIDEO_CLOCK = 90_000
 
 
+class Pacer:
+    """Hands out item numbers 0, 1, 2 ... at `interval_s` apart in real time, like a camera or a
+    microphone: item N is due `N * interval_s` after the first."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._start: float | None = None
+        self.count = 0
+
+    async def next(self) -> int:
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self.count * self.interval_s - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self.count += 1
+        return self.count - 1
+
+
+def tone(frequency: float, index: int, samples: int = 960) -> np.ndarray:
+    """Mono 48 kHz s16 sine, the `index`-th chunk of `samples`."""
+    t = (np.arange(samples) + index * samples) / 48000
+    return (8000 * np.sin(2 * math.pi * frequency * t)).astype(np.int16)
+
+
 class PatternVideoTrack(MediaStreamTrack):
     """640x480 frames: a gradient with a moving bright bar, at `fps`."""
 
@@ -24,8 +49,7 @@ class PatternVideoTrack(MediaStreamTrack):
     ) -> None:
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
-        self._start: float | None = None
-        self._count = 0
+        self._pacer = Pacer(1 / fps)
         base = np.tile(np.linspace(40, 200, width, dtype=np.uint8), (height, 1))
         self._base = luma if luma is not None else base
         self.sent = 0
@@ -42,16 +66,10 @@ class PatternVideoTrack(MediaStreamTrack):
         return frame
 
     async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self._count / self.fps
-        delay = target - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        frame = self.make_frame(self._count)
-        frame.pts = int(self._count * VIDEO_CLOCK / self.fps)
+        index = await self._pacer.next()
+        frame = self.make_frame(index)
+        frame.pts = int(index * VIDEO_CLOCK / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK)
-        self._count += 1
         self.sent += 1
         return frame
 
@@ -64,32 +82,24 @@ class ToneAudioTrack(MediaStreamTrack):
     def __init__(self, frequency: float = 440.0, samples: np.ndarray | None = None) -> None:
         super().__init__()
         self.frequency = frequency
-        self._start: float | None = None
-        self._count = 0
+        self._pacer = Pacer(0.02)
         self._samples = samples
 
     async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = time.monotonic()
-        target = self._start + self._count * 0.02
-        delay = target - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        index = await self._pacer.next()
         n = 960
         if self._samples is not None:
-            start = (self._count * n) % max(len(self._samples) - n, 1)
+            start = (index * n) % max(len(self._samples) - n, 1)
             mono = self._samples[start : start + n]
             if len(mono) < n:
                 mono = np.pad(mono, (0, n - len(mono)))
         else:
-            t = (np.arange(n) + self._count * n) / 48000
-            mono = (8000 * np.sin(2 * math.pi * self.frequency * t)).astype(np.int16)
+            mono = tone(self.frequency, index, n)
         stereo = np.repeat(mono.astype(np.int16)[:, None], 2, axis=1).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
         frame.sample_rate = 48000
-        frame.pts = self._count * n
+        frame.pts = index * n
         frame.time_base = fractions.Fraction(1, 48000)
-        self._count += 1
         return frame
 
 
@@ -110,23 +120,16 @@ class OpusPacketTrack(MediaStreamTrack):
         self.payloads: list[bytes] = []
         index = 0
         while len(self.payloads) < packets:
-            t = (np.arange(960) + index * 960) / 48000
-            mono = (8000 * np.sin(2 * math.pi * frequency * t)).astype(np.int16)
+            mono = tone(frequency, index)
             frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
             frame.sample_rate, frame.pts = 48000, index * 960
             self.payloads.extend(bytes(packet) for packet in codec.encode(frame))
             index += 1
-        self._start: float | None = None
-        self._count = 0
+        self._pacer = Pacer(0.02)
 
     async def recv(self) -> av.Packet:
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self._count * 0.02 - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        packet = av.Packet(self.payloads[self._count % len(self.payloads)])
-        packet.pts = self._count * 960
+        index = await self._pacer.next()
+        packet = av.Packet(self.payloads[index % len(self.payloads)])
+        packet.pts = index * 960
         packet.time_base = fractions.Fraction(1, 48000)
-        self._count += 1
         return packet

@@ -67,9 +67,6 @@ _LM_DECODER_SETTINGS: dict[str, Any] = {
     "maxhmmpf": 5000,
     "topn": 2,
 }
-# Spotting keeps pocketsphinx's defaults: topn 2 lost 2 detections, and scoring every other frame
-# (ds 2) lost 3 of 5 back-to-back repetitions of a phrase in continuous speech.
-_KWS_DECODER_SETTINGS: dict[str, Any] = {}
 
 Transcribe = Literal["on_demand", "always", "off"]
 
@@ -377,9 +374,9 @@ class PocketsphinxRecognizer:
             ) as handle:
                 handle.writelines(dict.fromkeys(entries))
             try:
-                self._kws = pocketsphinx.Decoder(
-                    kws=handle.name, lm=None, **common, **_KWS_DECODER_SETTINGS
-                )
+                # pocketsphinx's default scoring: topn 2 lost 2 detections, and scoring every
+                # other frame (ds 2) lost 3 of 5 back-to-back repetitions of a phrase.
+                self._kws = pocketsphinx.Decoder(kws=handle.name, lm=None, **common)
             finally:
                 os.unlink(handle.name)
             self._kws.start_utt()

@@ -85,15 +85,9 @@ class AudioEncoder:
     `forward` instead stamps the publisher's packet when the frame needed no resampling."""
 
     def __init__(self, bitrate_bps: int) -> None:
-        codec = av.CodecContext.create("libopus", "w")
-        codec.sample_rate = AUDIO_RATE
-        codec.layout = "stereo"
-        codec.format = "s16"
-        codec.bit_rate = bitrate_bps
-        codec.time_base = AUDIO_TIME_BASE
-        codec.options = {"application": "voip", "frame_duration": "20"}
-        codec.open()
-        self._codec = codec
+        self.bitrate_bps = bitrate_bps
+        # Opened on the first frame that is encoded: a forwarded track never needs it.
+        self._codec: av.AudioCodecContext | None = None
         self._resampler: AudioResampler | None = None
         self._resampler_input: tuple[str, str, int] | None = None
         # libopus delays its output by its look-ahead; hand each packet the pts of the frame it
@@ -142,7 +136,20 @@ class AudioEncoder:
             prepared.append(resampled)
         return prepared
 
+    def _open(self) -> av.AudioCodecContext:
+        codec = av.CodecContext.create("libopus", "w")
+        codec.sample_rate = AUDIO_RATE
+        codec.layout = "stereo"
+        codec.format = "s16"
+        codec.bit_rate = self.bitrate_bps
+        codec.time_base = AUDIO_TIME_BASE
+        codec.options = {"application": "voip", "frame_duration": "20"}
+        codec.open()
+        return codec
+
     def encode_prepared(self, frame: av.AudioFrame) -> list[AvPacket]:
+        if self._codec is None:
+            self._codec = self._open()
         self._pending_pts.append(int(frame.pts or 0))
         packets = list(self._codec.encode(frame))
         for packet in packets:
