@@ -36,7 +36,7 @@ from finrtc.archive.recorder import SessionRecorder
 from finrtc.archive.settings import ArchiveConfig
 from finrtc.archive.storage import LocalStorage
 from finrtc.archive.verify import VerifyOptions, verify_session
-from finrtc.hooks.contract import EncodedPacket, MediaKind, Role, TrackInfo
+from finrtc.model import EncodedPacket, MediaKind, Role, TrackInfo
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 

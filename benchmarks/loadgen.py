@@ -244,7 +244,7 @@ class Signaling:
 
     def token(self, room: str, identity: str, role: str) -> str:
         from finrtc.auth import mint_token
-        from finrtc.hooks.contract import Role
+        from finrtc.model import Role
 
         return mint_token(self.secret, room=room, identity=identity, role=Role(role))
 

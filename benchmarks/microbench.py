@@ -28,17 +28,9 @@ from benchmarks.clip import vp8_encoder
 from benchmarks.common import percentile
 from finrtc.config import HookSpec, VideoEncodingConfig
 from finrtc.hooks.chain import HookChain, HookFactory
-from finrtc.hooks.contract import (
-    AudioChunk,
-    EncodedPacket,
-    HookEvent,
-    MediaKind,
-    Role,
-    Stage,
-    TrackInfo,
-    VideoFrame,
-)
+from finrtc.hooks.contract import AudioChunk, HookEvent, Stage, VideoFrame
 from finrtc.hooks.loader import load_hooks
+from finrtc.model import EncodedPacket, MediaKind, Role, TrackInfo
 
 SIZES = {"480p": (640, 480), "720p": (1280, 720)}
 

@@ -38,7 +38,7 @@ from finrtc.compliance.script import load_script
 from finrtc.compliance.tap import Downsampler
 from finrtc.compliance.testing import chunks, opus_round_trip, synthesize, to_48k_stereo
 from finrtc.compliance.tracker import Speaker, StageTracker
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 
 TARGETS = [
     ("Hello, my name is Alice Brown.", "identity"),

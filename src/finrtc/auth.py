@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 
 from finrtc.errors import AuthError, BadRequestError, ForbiddenError
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 
 ALGORITHM = "HS256"
 ISSUER = "finrtc"

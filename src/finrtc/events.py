@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from finrtc import metrics
-from finrtc.hooks.contract import Role, Severity
+from finrtc.model import Role, Severity
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from finrtc.hooks.contract import Role
 from finrtc.media.forwarder import ForwardedTrack
-from finrtc.media.peer import PeerSession
+from finrtc.media.peer import PeerConnection
 from finrtc.media.pipeline import TrackPipeline
+from finrtc.model import Role
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,14 @@ class SubscriptionTarget:
 @dataclass
 class Publication:
     resource_id: str
-    peer: PeerSession
+    peer: PeerConnection
     pipelines: list[TrackPipeline] = field(default_factory=list)
 
 
 @dataclass
 class Subscription:
     resource_id: str
-    peer: PeerSession
+    peer: PeerConnection
     target: SubscriptionTarget
     tracks: list[ForwardedTrack]
     # The publisher the tracks are bound to, once one matches.

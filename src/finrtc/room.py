@@ -18,10 +18,11 @@ from finrtc.config import LoadedConfig, RoomPolicy
 from finrtc.errors import CapacityError, ConflictError, ForbiddenError, NotFoundError
 from finrtc.events import EventLog, RoomEvent
 from finrtc.hooks.chain import HookChain, HookProvider
-from finrtc.hooks.contract import HookEvent, MediaKind, Role, Severity, TrackInfo
+from finrtc.hooks.contract import HookEvent
 from finrtc.logging_setup import bind_log_context
-from finrtc.media.peer import IncomingTrack, PeerSession
+from finrtc.media.peer import IncomingTrack, PeerConnection
 from finrtc.media.pipeline import TrackPipeline
+from finrtc.model import MediaKind, Role, Severity, TrackInfo
 from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 from finrtc.tasks import spawn
@@ -171,7 +172,7 @@ class Room:
                     "DELETE that session first"
                 )
             resource_id = self._new_resource(grant.identity, "whip")
-            peer = PeerSession(
+            peer = PeerConnection(
                 self._manager.config.media,
                 lambda clean: self._schedule_end(
                     resource_id, "connection closed" if clean else "connection lost", clean
@@ -268,7 +269,7 @@ class Room:
             self._check_open()
             participant = self._participant(grant)
             resource_id = self._new_resource(grant.identity, "whep")
-            peer = PeerSession(
+            peer = PeerConnection(
                 self._manager.config.media,
                 lambda clean: self._schedule_end(
                     resource_id, "connection closed" if clean else "connection lost", clean

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from finrtc.auth import mint_token
 from finrtc.config import LoadedConfig, load_config
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.services import prepare_data_dir
 from finrtc.signaling.context import READINESS, ROOMS
 from finrtc.signaling.server import build_app

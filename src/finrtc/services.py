@@ -17,14 +17,14 @@ from nacl.public import PublicKey
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
 from finrtc.archive.recorder import SessionRecorder, storage_from_config
 from finrtc.archive.storage import Storage
+from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.runtime import ComplianceRuntime
-from finrtc.compliance.session import ComplianceSession
 from finrtc.config import LoadedConfig
 from finrtc.errors import ArchiveError, CapacityError, FinrtcError
 from finrtc.events import RoomEvent
 from finrtc.hooks.chain import HookProvider
-from finrtc.hooks.contract import Severity
 from finrtc.media.pipeline import TrackPipeline
+from finrtc.model import Severity
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ class ComplianceExtension:
     name = "compliance"
 
     def __init__(
-        self, session: ComplianceSession, room: str, finished: Callable[[str, dict[str, Any]], None]
+        self, session: ComplianceMonitor, room: str, finished: Callable[[str, dict[str, Any]], None]
     ) -> None:
         self.session = session
         self._room = room
@@ -175,7 +175,7 @@ class Services:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         self.compliance = ComplianceRuntime.from_config(loaded)
-        self._live: dict[str, ComplianceSession] = {}
+        self._live: dict[str, ComplianceMonitor] = {}
         self._final_reports: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Compliance closes before the archive, so its final report is sealed in the recording.
         self.factories: list[ExtensionFactory] = []
@@ -212,6 +212,6 @@ class Services:
         while len(self._final_reports) > FINAL_REPORTS_KEPT:
             self._final_reports.popitem(last=False)
 
-    def compliance_lookup(self, room: str) -> ComplianceSession | dict[str, Any] | None:
+    def compliance_lookup(self, room: str) -> ComplianceMonitor | dict[str, Any] | None:
         """The live session of a room, else the final report of its last call (bounded memory)."""
         return self._live.get(room) or self._final_reports.get(room)

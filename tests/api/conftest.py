@@ -12,7 +12,7 @@ import pytest
 
 from finrtc.auth import mint_token
 from finrtc.config import LoadedConfig
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from tests.conftest import TEST_SECRET, make_loaded
 
 API_KEY = "backend-1"

@@ -9,7 +9,7 @@ import aiohttp
 import jwt
 import pytest
 
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.openapi import build_openapi
 from tests.api.conftest import (
     API_KEY,

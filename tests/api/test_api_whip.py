@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aioice import stun
 
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from finrtc.signaling.openapi import build_openapi
 from finrtc.signaling.whip import ICE_SESSIONS

@@ -25,7 +25,7 @@ from finrtc.archive.keys import (
 from finrtc.archive.recorder import SessionRecorder
 from finrtc.archive.settings import ArchiveConfig, RetentionClass
 from finrtc.archive.storage import LocalStorage, Storage
-from finrtc.hooks.contract import EncodedPacket, MediaKind
+from finrtc.model import EncodedPacket, MediaKind
 
 from .synth import AudioSource, Call, VideoSource, track
 

@@ -13,7 +13,7 @@ from finrtc.archive.keys import Signer, load_archive_public_key
 from finrtc.archive.recorder import SessionRecorder
 from finrtc.archive.settings import ArchiveConfig
 from finrtc.archive.storage import LocalStorage
-from finrtc.hooks.contract import MediaKind, Role, TrackInfo
+from finrtc.model import MediaKind, Role, TrackInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 

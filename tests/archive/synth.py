@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from finrtc.hooks.contract import EncodedPacket, MediaKind, Role, TrackInfo
+from finrtc.model import EncodedPacket, MediaKind, Role, TrackInfo
 
 VIDEO_TB = (1, 90_000)
 AUDIO_TB = (1, 48_000)

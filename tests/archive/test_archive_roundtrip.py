@@ -329,7 +329,7 @@ def test_two_participants_each_segment_starts_on_keyframes(keys: Keys, tmp_path:
                                                            capsys: Any) -> None:
     import heapq
 
-    from finrtc.hooks.contract import MediaKind, Role
+    from finrtc.model import MediaKind, Role
 
     from .synth import AudioSource, Call, VideoSource, track
 

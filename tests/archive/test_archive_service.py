@@ -16,7 +16,8 @@ from finrtc.archive.recorder import SessionRecorder, storage_from_config
 from finrtc.archive.settings import ArchiveConfig
 from finrtc.archive.storage import LocalStorage
 from finrtc.errors import ArchiveError
-from finrtc.hooks.contract import HookEvent, MediaKind, Severity
+from finrtc.hooks.contract import HookEvent
+from finrtc.model import MediaKind, Severity
 
 from .conftest import ROOM, Keys, av_call, new_recorder, record_sync, run_cli, verify_args
 from .synth import track

@@ -18,7 +18,7 @@ import pytest
 
 from finrtc.hooks.builtin.bitmap_font import GLYPH_HEIGHT
 from finrtc.hooks.builtin.visible_watermark import LINE_GAP, MARGIN, auto_scale, layout, watermark_lines
-from finrtc.hooks.contract import Severity
+from finrtc.model import Severity
 from finrtc.room import STAFF
 from finrtc.signaling.context import ROOMS
 from tests.conftest import RunningServer, make_loaded, start_server

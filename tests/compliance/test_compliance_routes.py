@@ -10,13 +10,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from finrtc.auth import Grant, authorize_room, bearer_token, mint_token, verify_token
+from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.recognizer import RecognitionResult, builtin_model
 from finrtc.compliance.routes import compliance_routes
 from finrtc.compliance.script import load_script
-from finrtc.compliance.session import ComplianceSession
 from finrtc.compliance.workers import RecognizerPool
 from finrtc.errors import ConflictError, FinrtcError, ForbiddenError, NotFoundError
-from finrtc.hooks.contract import MediaKind, Role, Severity, TrackInfo
+from finrtc.model import MediaKind, Role, Severity, TrackInfo
 
 SECRET = "test-secret-which-is-long-enough-for-hs256"
 STATUS = {NotFoundError: 404, ForbiddenError: 403, ConflictError: 409}
@@ -44,14 +44,14 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 @pytest.fixture
-async def setup() -> AsyncIterator[tuple[TestClient[Any, Any], ComplianceSession, list[Any]]]:
+async def setup() -> AsyncIterator[tuple[TestClient[Any, Any], ComplianceMonitor, list[Any]]]:
     pool = RecognizerPool(builtin_model())  # not started: these tests feed text results
     published: list[Any] = []
 
     def publish(kind: str, data: dict[str, Any], severity: Severity, audience: Any) -> None:
         published.append((kind, data))
 
-    session = ComplianceSession(
+    session = ComplianceMonitor(
         "sale1", load_script("builtin:demo_insurance_en"), pool, publish, require_consent=True
     )
     session.start()
@@ -67,7 +67,7 @@ async def setup() -> AsyncIterator[tuple[TestClient[Any, Any], ComplianceSession
 
 
 async def test_report_json_and_html(
-    setup: tuple[TestClient[Any, Any], ComplianceSession, list[Any]],
+    setup: tuple[TestClient[Any, Any], ComplianceMonitor, list[Any]],
 ) -> None:
     client, _session, _ = setup
     response = await client.get("/v1/rooms/sale1/compliance", headers=token(Role.AGENT))
@@ -85,7 +85,7 @@ async def test_report_json_and_html(
 
 
 async def test_consent_then_stage_then_final_report(
-    setup: tuple[TestClient[Any, Any], ComplianceSession, list[Any]],
+    setup: tuple[TestClient[Any, Any], ComplianceMonitor, list[Any]],
 ) -> None:
     client, session, published = setup
     response = await client.post("/v1/rooms/sale1/consent", headers=token(Role.AGENT))
@@ -120,7 +120,7 @@ async def test_consent_then_stage_then_final_report(
 
 
 async def test_access_rules(
-    setup: tuple[TestClient[Any, Any], ComplianceSession, list[Any]],
+    setup: tuple[TestClient[Any, Any], ComplianceMonitor, list[Any]],
 ) -> None:
     client, _, _ = setup
     response = await client.get("/v1/rooms/sale1/compliance", headers=token(Role.CUSTOMER))

@@ -8,7 +8,7 @@ import pytest
 
 from finrtc.compliance.script import builtin_scripts, load_script, load_scripts
 from finrtc.errors import ConfigError
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 
 REPO = Path(__file__).resolve().parents[2]
 

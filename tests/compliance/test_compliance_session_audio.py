@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.recognizer import KeywordHit, RecognitionResult, builtin_model
 from finrtc.compliance.script import Script, load_script
-from finrtc.compliance.session import ComplianceSession
 from finrtc.compliance.testing import chunks, opus_round_trip, silence, synthesize, to_48k_stereo
 from finrtc.compliance.workers import RecognizerPool
-from finrtc.hooks.contract import MediaKind, Role, Severity, TrackInfo
 from finrtc.metrics import REGISTRY
+from finrtc.model import MediaKind, Role, Severity, TrackInfo
 
 AGENT = TrackInfo("r1", "sess", "alice", Role.AGENT, "track-agent", MediaKind.AUDIO)
 CUSTOMER = TrackInfo("r1", "sess", "bob", Role.CUSTOMER, "track-customer", MediaKind.AUDIO)
@@ -82,11 +82,11 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> No
         await asyncio.sleep(0.05)
 
 
-def status(session: ComplianceSession, stage_id: str) -> str:
+def status(session: ComplianceMonitor, stage_id: str) -> str:
     return next(s.status for s in session.tracker.stages if s.spec.id == stage_id)
 
 
-def play(session: ComplianceSession, track: TrackInfo, audio: NDArray[np.int16], start: float) -> None:
+def play(session: ComplianceMonitor, track: TrackInfo, audio: NDArray[np.int16], start: float) -> None:
     tap = session.tap_provider.create(track, lambda event: None)
     for chunk in chunks(audio, start):
         tap.process_audio(chunk.read_only())
@@ -97,7 +97,7 @@ async def test_full_call_completes_stages_in_order(
     pool: RecognizerPool, script: Script, lines: dict[str, NDArray[np.int16]]
 ) -> None:
     published = Recorder()
-    session = ComplianceSession("r1", script, pool, published)
+    session = ComplianceMonitor("r1", script, pool, published)
     session.start()
     assert published.of("compliance.prompt")[0]["stage_id"] == "identity"
     agent = webrtc_audio([lines["identity"], lines["product"], lines["risk"], lines["exclusions"]])
@@ -137,7 +137,7 @@ async def test_skipped_exclusions_are_missed_and_prompted(
     pool: RecognizerPool, script: Script, lines: dict[str, NDArray[np.int16]]
 ) -> None:
     published = Recorder()
-    session = ComplianceSession("r2", script, pool, published)
+    session = ComplianceMonitor("r2", script, pool, published)
     session.start()
     agent = webrtc_audio([lines["identity"], lines["product"], lines["risk"]])
     play(session, AGENT, agent, 0.0)
@@ -167,7 +167,7 @@ async def test_slow_recognizer_drops_without_blocking_the_feed(
     try:
         published = Recorder()
         # Each second of audio costs the worker 5 s of CPU: far slower than real time.
-        session = ComplianceSession("r3", script, slow_pool, published, recognizer_slowdown=5.0)
+        session = ComplianceMonitor("r3", script, slow_pool, published, recognizer_slowdown=5.0)
         session.start()
         metric = "finrtc_compliance_audio_blocks_dropped_total"
         before = REGISTRY.get_sample_value(metric, {"reason": "backlog"}) or 0.0
@@ -206,7 +206,7 @@ async def test_slow_recognizer_drops_without_blocking_the_feed(
 
 
 def test_taps_for_observers_do_nothing(pool: RecognizerPool, script: Script) -> None:
-    session = ComplianceSession("r4", script, pool, Recorder())
+    session = ComplianceMonitor("r4", script, pool, Recorder())
     observer = TrackInfo("r4", "s", "eve", Role.OBSERVER, "t9", MediaKind.AUDIO)
     assert session.tap_provider.handles(MediaKind.AUDIO)
     assert not session.tap_provider.handles(MediaKind.VIDEO)
@@ -227,7 +227,7 @@ def spotted(phrase: str, at: float) -> RecognitionResult:
 async def test_transcripts_are_demanded_from_whoever_owes_the_next_stage(
     pool: RecognizerPool, script: Script
 ) -> None:
-    session = ComplianceSession("r4", script, pool, Recorder())
+    session = ComplianceMonitor("r4", script, pool, Recorder())
     session.start()
     taps = [session.tap_provider.create(track, lambda event: None) for track in (AGENT, CUSTOMER)]
     agent, customer = AGENT.track_id, CUSTOMER.track_id

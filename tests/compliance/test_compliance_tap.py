@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from finrtc.compliance.tap import AudioTap, Downsampler, tap_provider
-from finrtc.hooks.contract import (
-    AudioChunk,
-    FailurePolicy,
-    MediaKind,
-    Role,
-    Stage,
-    TrackInfo,
-)
+from finrtc.hooks.contract import AudioChunk, FailurePolicy, Stage
+from finrtc.model import MediaKind, Role, TrackInfo
 
 TRACK = TrackInfo("r", "s", "alice", Role.AGENT, "t1", MediaKind.AUDIO)
 

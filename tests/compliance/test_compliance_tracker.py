@@ -5,7 +5,7 @@ from __future__ import annotations
 from finrtc.compliance.recognizer import KeywordHit, RecognitionResult
 from finrtc.compliance.script import Script, load_script, parse_script
 from finrtc.compliance.tracker import Emitted, Speaker, StageTracker
-from finrtc.hooks.contract import Role, Severity
+from finrtc.model import Role, Severity
 
 AGENT = Speaker("alice", Role.AGENT, "t-a")
 CUSTOMER = Speaker("bob", Role.CUSTOMER, "t-c")

@@ -11,8 +11,9 @@ import skimage.data
 
 from finrtc.hooks.builtin import face_presence
 from finrtc.hooks.builtin.face_presence import FacePresence, FacePresenceOptions
-from finrtc.hooks.contract import HookContext, HookEvent, MediaKind, Role, Severity, TrackInfo, VideoFrame
+from finrtc.hooks.contract import HookContext, HookEvent, VideoFrame
 from finrtc.hooks.testing import YuvPlanes, check_hook, yuv_from_rgb
+from finrtc.model import MediaKind, Role, Severity, TrackInfo
 
 TRACK = TrackInfo("room-1", "session-1", "carol", Role.CUSTOMER, "track-v", MediaKind.VIDEO)
 FPS = 30

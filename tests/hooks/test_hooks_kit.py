@@ -17,15 +17,7 @@ from finrtc.config import HookSpec
 from finrtc.errors import ConfigError
 from finrtc.hooks.builtin.visible_watermark import VisibleWatermark
 from finrtc.hooks.chain import HookChain
-from finrtc.hooks.contract import (
-    AudioChunk,
-    EncodedPacket,
-    FailurePolicy,
-    Hook,
-    MediaKind,
-    Stage,
-    VideoFrame,
-)
+from finrtc.hooks.contract import AudioChunk, FailurePolicy, Hook, Stage, VideoFrame
 from finrtc.hooks.loader import load_hooks
 from finrtc.hooks.testing import (
     HookContractViolation,
@@ -35,6 +27,7 @@ from finrtc.hooks.testing import (
     video_frame,
     video_from_image,
 )
+from finrtc.model import EncodedPacket, MediaKind
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES_YAML = """

@@ -16,8 +16,9 @@ from finrtc.cli import main
 from finrtc.forensics import ecc, watermark
 from finrtc.forensics.video import mark_file, scan_file, write_vp8_webm
 from finrtc.hooks.builtin.forensic_watermark import ForensicWatermark, ForensicWatermarkOptions
-from finrtc.hooks.contract import HookContext, HookEvent, MediaKind, Role, TrackInfo, VideoFrame
+from finrtc.hooks.contract import HookContext, HookEvent, VideoFrame
 from finrtc.hooks.testing import check_hook, video_from_image
+from finrtc.model import MediaKind, Role, TrackInfo
 from finrtc.watermark_cli import EXIT_FOUND, EXIT_NOT_FOUND, KEY_ENV
 
 TRACK = TrackInfo("room-1", "session-1", "alice", Role.AGENT, "track-v", MediaKind.VIDEO)

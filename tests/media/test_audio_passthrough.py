@@ -10,7 +10,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from finrtc.hooks.contract import AudioChunk, EncodedPacket, FailurePolicy, Hook, MediaKind, Role, Stage
+from finrtc.hooks.contract import AudioChunk, FailurePolicy, Hook, Stage
+from finrtc.model import EncodedPacket, MediaKind, Role
 from finrtc.signaling.context import ROOMS
 from tests.conftest import make_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for

@@ -13,7 +13,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamTrack
 
 from finrtc.compliance.testing import FLITE, silence, synthesize, to_48k_stereo
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from tests.conftest import make_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for

@@ -13,8 +13,9 @@ import skimage.data
 from finrtc.forensics.video import frame_luma
 from finrtc.forensics.watermark import extract, luma_psnr
 from finrtc.hooks.builtin import face_presence
-from finrtc.hooks.contract import Hook, MediaKind, Role, Stage, VideoFrame
+from finrtc.hooks.contract import Hook, Stage, VideoFrame
 from finrtc.hooks.testing import PlanesVideoTrack, video_from_image, yuv_from_rgb
+from finrtc.model import MediaKind, Role
 from finrtc.signaling.context import ROOMS
 from tests.conftest import make_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 
 from finrtc.auth import mint_token
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from tests.conftest import archive_loaded, start_server
 from tests.media.test_lifecycle import SECRET, start_process

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 
 from finrtc.auth import mint_token
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from tests.media.test_media_fanout import wait_for
 from tests.support import webrtc_client as client
 from tests.support.media import PatternVideoTrack, ToneAudioTrack

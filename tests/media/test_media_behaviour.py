@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from tests.media.test_media_fanout import gauge, token, wait_for
 from tests.support import webrtc_client as client

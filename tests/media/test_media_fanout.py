@@ -9,7 +9,7 @@ from finrtc import metrics
 from finrtc.auth import mint_token
 from finrtc.hooks.builtin.bitmap_font import render_text
 from finrtc.hooks.builtin.visible_watermark import LINE_GAP, MARGIN, auto_scale
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from tests.conftest import TEST_SECRET
 from tests.support import webrtc_client as client
 from tests.support.media import PatternVideoTrack, ToneAudioTrack

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import av
 
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from tests.conftest import archive_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for

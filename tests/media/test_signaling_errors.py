@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from tests.conftest import TEST_SECRET, make_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.webhooks.signing import verify_signature
 from tests.conftest import make_loaded, start_server
 from tests.media.test_media_fanout import token, wait_for

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from finrtc.auth import mint_token
-from finrtc.hooks.contract import Role
 from finrtc.logging_setup import (
     REDACTED,
     bind_log_context,
@@ -26,6 +25,7 @@ from finrtc.logging_setup import (
     redact_text,
     reset_log_context,
 )
+from finrtc.model import Role
 
 API_SECRET = "a" * 48
 

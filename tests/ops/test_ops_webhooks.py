@@ -18,8 +18,8 @@ from aiohttp import web
 
 from finrtc.errors import ConfigError
 from finrtc.events import EventLog
-from finrtc.hooks.contract import Severity
 from finrtc.metrics import REGISTRY
+from finrtc.model import Severity
 from finrtc.webhooks.sender import WebhookDispatcher, resolve_endpoint_secret
 from finrtc.webhooks.settings import WebhookEndpoint, WebhooksConfig
 from finrtc.webhooks.signing import (

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from finrtc.auth import mint_token
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from finrtc.webhooks.sender import WebhookDispatcher
 from finrtc.webhooks.settings import WebhookEndpoint, WebhooksConfig

@@ -6,7 +6,7 @@ import pytest
 
 from finrtc.auth import authorize_room, bearer_token, mint_token, verify_token
 from finrtc.errors import AuthError, BadRequestError, ForbiddenError
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 
 SECRET = "k" * 48
 

@@ -11,7 +11,7 @@ import pytest
 
 from finrtc import cli
 from finrtc.auth import verify_token
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 
 SECRET = "c" * 40
 

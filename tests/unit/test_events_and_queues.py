@@ -5,8 +5,8 @@ import asyncio
 import av
 
 from finrtc.events import EventLog
-from finrtc.hooks.contract import MediaKind, Role
 from finrtc.media.forwarder import ForwardedTrack
+from finrtc.model import MediaKind, Role
 
 
 async def test_resume_cursor_replays_missed_events() -> None:

@@ -8,19 +8,9 @@ from finrtc import metrics
 from finrtc.config import HookSpec
 from finrtc.errors import ConfigError
 from finrtc.hooks.chain import HookChain, HookFactory
-from finrtc.hooks.contract import (
-    FailurePolicy,
-    Hook,
-    HookEvent,
-    MediaKind,
-    NoOptions,
-    Role,
-    Severity,
-    Stage,
-    TrackInfo,
-    VideoFrame,
-)
+from finrtc.hooks.contract import FailurePolicy, Hook, HookEvent, NoOptions, Stage, VideoFrame
 from finrtc.hooks.loader import load_hooks, resolve_hook_class
+from finrtc.model import MediaKind, Role, Severity, TrackInfo
 
 TRACK = TrackInfo("room", "session", "alice", Role.AGENT, "t1", MediaKind.VIDEO)
 ORDER: list[str] = []

@@ -48,7 +48,8 @@ from finrtc.archive.segment import TrackMeta, build_segment, leaf_for
 from finrtc.archive.settings import ArchiveConfig
 from finrtc.archive.storage import LocalStorage, S3Storage, Storage
 from finrtc.errors import ArchiveError
-from finrtc.hooks.contract import EncodedPacket, HookEvent, MediaKind, TrackInfo
+from finrtc.hooks.contract import HookEvent
+from finrtc.model import EncodedPacket, MediaKind, TrackInfo
 from finrtc.threads import name_native_thread
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from typing import Any
 import av
 
 from finrtc.archive.records import canonical, packet_leaf
-from finrtc.hooks.contract import EncodedPacket, MediaKind
+from finrtc.model import EncodedPacket, MediaKind
 
 MAGIC = b"FINRTCSEG1"
 _LENGTH = struct.Struct(">I")

@@ -3,7 +3,7 @@
     routes = compliance_routes(lookup, authorize)
     app.add_routes(routes)
 
-`lookup(room)` returns the room's ComplianceSession (live, or kept after the call so the final
+`lookup(room)` returns the room's ComplianceMonitor (live, or kept after the call so the final
 report stays readable), a stored final report dict, or None. `authorize(request, room)` returns
 the caller's `finrtc.auth.Grant` (sync or async) or raises AuthError / ForbiddenError.
 """
@@ -18,12 +18,12 @@ from typing import Any
 from aiohttp import web
 
 from finrtc.auth import Grant
+from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.report import render_html
-from finrtc.compliance.session import ComplianceSession
 from finrtc.errors import BadRequestError, ForbiddenError, NotFoundError
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 
-Lookup = Callable[[str], "ComplianceSession | dict[str, Any] | None"]
+Lookup = Callable[[str], "ComplianceMonitor | dict[str, Any] | None"]
 Authorize = Callable[[web.Request, str], "Grant | Awaitable[Grant]"]
 
 REPORT_ROLES = frozenset({Role.AGENT, Role.OBSERVER})
@@ -72,7 +72,7 @@ def compliance_routes(lookup: Lookup, authorize: Authorize) -> list[web.RouteDef
             raise NotFoundError(
                 f"room {room!r} has no compliance session (its policy names no script)"
             )
-        report = found.report() if isinstance(found, ComplianceSession) else found
+        report = found.report() if isinstance(found, ComplianceMonitor) else found
         if _prefers_html(request):
             return web.Response(text=render_html(report), content_type="text/html")
         return web.json_response(report, dumps=lambda value: json.dumps(value, ensure_ascii=False))
@@ -83,7 +83,7 @@ def compliance_routes(lookup: Lookup, authorize: Authorize) -> list[web.RouteDef
         if grant.role is not Role.CUSTOMER:
             raise ForbiddenError("only the customer can give or withdraw consent")
         found = lookup(room)
-        if not isinstance(found, ComplianceSession):
+        if not isinstance(found, ComplianceMonitor):
             raise NotFoundError(f"room {room!r} has no live compliance session")
         granted = True
         if request.can_read_body:

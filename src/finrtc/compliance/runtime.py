@@ -6,9 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from finrtc.compliance.monitor import ComplianceMonitor, Publish
 from finrtc.compliance.recognizer import ModelSpec, builtin_model, load_model_dir
 from finrtc.compliance.script import Script, load_scripts
-from finrtc.compliance.session import ComplianceSession, Publish
 from finrtc.compliance.settings import ComplianceConfig
 from finrtc.compliance.workers import RecognizerPool
 from finrtc.errors import ConfigError
@@ -95,12 +95,12 @@ class ComplianceRuntime:
 
     def create_session(
         self, room: str, policy: RoomPolicy, publish: Publish
-    ) -> ComplianceSession | None:
+    ) -> ComplianceMonitor | None:
         """A session for a room whose policy names a script (else None). Call `start()` on it
         when the call begins (deadlines count from there) and `await close()` when it ends."""
         if policy.script is None:
             return None
-        return ComplianceSession(
+        return ComplianceMonitor(
             room, self.script(policy.script), self.pool, publish,
             require_consent=policy.require_consent,
             tick_interval=self.config.tick_interval_s,

@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from finrtc.config import format_validation_error
 from finrtc.config_base import StrictModel
 from finrtc.errors import ConfigError
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 
 BUILTIN_PREFIX = "builtin:"
 _ID = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

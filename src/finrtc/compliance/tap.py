@@ -1,7 +1,7 @@
 """The audio tap: an observer hook that feeds a track's speech to the recognizer.
 
 It is not configured in YAML: a room whose policy names a script creates one per audio track
-through `ComplianceSession.tap_provider` (same shape as `finrtc.hooks.chain.HookFactory`).
+through `ComplianceMonitor.tap_provider` (same shape as `finrtc.hooks.chain.HookFactory`).
 
 Failure policy: FAIL_OPEN at the chain level, because a broken speech feed does not make the
 *recording* untrustworthy — but it makes the script check unverifiable, so the tap itself tells
@@ -22,17 +22,8 @@ from finrtc.compliance.metrics import TAP_FAILURES
 from finrtc.compliance.recognizer import SAMPLE_RATE
 from finrtc.compliance.workers import BLOCK_SECONDS
 from finrtc.hooks.chain import HookFactory
-from finrtc.hooks.contract import (
-    AudioChunk,
-    EventEmitter,
-    FailurePolicy,
-    Hook,
-    HookContext,
-    MediaKind,
-    NoOptions,
-    Stage,
-    TrackInfo,
-)
+from finrtc.hooks.contract import AudioChunk, EventEmitter, FailurePolicy, Hook, HookContext, NoOptions, Stage
+from finrtc.model import MediaKind, TrackInfo
 
 TAP_NAME = "compliance_audio_tap"
 TAP_POSITION = 1_000_000
@@ -79,7 +70,7 @@ class Downsampler:
 
 
 class TapTarget(Protocol):
-    """What the tap feeds: implemented by ComplianceSession's per-track stream."""
+    """What the tap feeds: implemented by ComplianceMonitor's per-track stream."""
 
     def feed(self, pcm: bytes, media_time: float) -> bool: ...
 

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from finrtc.compliance.matcher import Match, PhraseMatcher
 from finrtc.compliance.recognizer import KeywordHit, RecognitionResult
 from finrtc.compliance.script import Script, StageSpec
-from finrtc.hooks.contract import Role, Severity
+from finrtc.model import Role, Severity
 
 AGENT_AUDIENCE = frozenset({Role.AGENT, Role.OBSERVER})
 # The same prompt is repeated at most this often.

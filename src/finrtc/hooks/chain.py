@@ -17,17 +17,14 @@ from pydantic import BaseModel
 from finrtc import metrics
 from finrtc.hooks.contract import (
     AudioChunk,
-    EncodedPacket,
     EventEmitter,
     FailurePolicy,
     Hook,
     HookContext,
-    MediaKind,
-    Severity,
     Stage,
-    TrackInfo,
     VideoFrame,
 )
+from finrtc.model import EncodedPacket, MediaKind, Severity, TrackInfo
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item", VideoFrame, AudioChunk, EncodedPacket)

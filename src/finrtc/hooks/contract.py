@@ -23,12 +23,29 @@ from pydantic import BaseModel, ConfigDict
 
 from finrtc.errors import HookError
 
+# The server's core vocabulary lives in finrtc.model; it is re-exported here so that a plug-in
+# written against this contract imports everything it needs from one module.
+from finrtc.model import EncodedPacket, MediaKind, Role, Severity, TrackInfo
+
 HOOK_API_VERSION = 1
 
-
-class MediaKind(enum.StrEnum):
-    VIDEO = "video"
-    AUDIO = "audio"
+__all__ = [
+    "HOOK_API_VERSION",
+    "AudioChunk",
+    "EncodedPacket",
+    "EventEmitter",
+    "FailurePolicy",
+    "Hook",
+    "HookContext",
+    "HookEvent",
+    "MediaKind",
+    "NoOptions",
+    "Role",
+    "Severity",
+    "Stage",
+    "TrackInfo",
+    "VideoFrame",
+]
 
 
 class Stage(enum.StrEnum):
@@ -45,30 +62,6 @@ class FailurePolicy(enum.StrEnum):
     FAIL_CLOSED = "fail_closed"
     # Enhancement hooks: a failure is counted and logged; media goes on unchanged.
     FAIL_OPEN = "fail_open"
-
-
-class Severity(enum.StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    ALERT = "alert"
-
-
-class Role(enum.StrEnum):
-    AGENT = "agent"
-    CUSTOMER = "customer"
-    OBSERVER = "observer"
-
-
-@dataclass(frozen=True, slots=True)
-class TrackInfo:
-    """Who published a track, in which room and session."""
-
-    room: str
-    session_id: str
-    participant: str
-    role: Role
-    track_id: str
-    kind: MediaKind
 
 
 @dataclass(slots=True)
@@ -124,26 +117,6 @@ class AudioChunk:
         view = self.samples.view()
         view.flags.writeable = False
         return AudioChunk(view, self.sample_rate, self.media_time, self.wall_clock, self.index)
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedPacket:
-    """One encoded frame exactly as forwarded: the bytes subscribers and the archive receive."""
-
-    track_id: str
-    kind: MediaKind
-    sequence: int
-    data: bytes
-    pts: int
-    # Numerator / denominator of the pts time base (1/90000 video, 1/48000 audio).
-    time_base: tuple[int, int]
-    keyframe: bool
-    wall_clock: float
-    duration: int = 0
-
-    @property
-    def media_time(self) -> float:
-        return self.pts * self.time_base[0] / self.time_base[1]
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from finrtc.config import HookSpec, format_validation_error
 from finrtc.errors import ConfigError
 from finrtc.hooks.chain import HookFactory
-from finrtc.hooks.contract import HOOK_API_VERSION, FailurePolicy, Hook, MediaKind, Stage
+from finrtc.hooks.contract import HOOK_API_VERSION, FailurePolicy, Hook, Stage
+from finrtc.model import MediaKind
 
 BUILTIN_HOOKS: dict[str, str] = {
     "visible_watermark": "finrtc.hooks.builtin.visible_watermark:VisibleWatermark",

@@ -46,20 +46,9 @@ from pydantic import ValidationError
 
 from finrtc.errors import ConfigError, HookError
 from finrtc.forensics.video import plane_rows
-from finrtc.hooks.contract import (
-    AudioChunk,
-    EncodedPacket,
-    Hook,
-    HookContext,
-    HookEvent,
-    MediaKind,
-    Role,
-    Severity,
-    Stage,
-    TrackInfo,
-    VideoFrame,
-)
+from finrtc.hooks.contract import AudioChunk, Hook, HookContext, HookEvent, Stage, VideoFrame
 from finrtc.hooks.loader import check_declaration
+from finrtc.model import EncodedPacket, MediaKind, Role, Severity, TrackInfo
 
 DEFAULT_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (1280, 720), (320, 240))
 TIMING_ATTEMPTS = 3

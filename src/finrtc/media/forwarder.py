@@ -14,8 +14,8 @@ from collections.abc import Callable
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from finrtc import metrics
-from finrtc.hooks.contract import MediaKind
 from finrtc.media.encoder import AvPacket
+from finrtc.model import MediaKind
 
 
 class ForwardedTrack(MediaStreamTrack):

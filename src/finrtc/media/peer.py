@@ -22,10 +22,10 @@ from aiortc.sdp import candidate_from_sdp
 from finrtc import metrics
 from finrtc.config import MediaConfig
 from finrtc.errors import BadRequestError
-from finrtc.hooks.contract import MediaKind
 from finrtc.media import jitter, receive_queue
 from finrtc.media.forwarder import ForwardedTrack
 from finrtc.media.ice import announce_addresses, rtc_configuration
+from finrtc.model import MediaKind
 from finrtc.tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _route_keyframe_requests(sender: RTCRtpSender, track: ForwardedTrack) -> Non
     sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
 
 
-class PeerSession:
+class PeerConnection:
     """One peer connection: either receives a publisher's tracks or sends forwarded tracks."""
 
     def __init__(self, media: MediaConfig, on_closed: Callable[[bool], None]) -> None:

@@ -29,17 +29,11 @@ from numpy.typing import NDArray
 from finrtc import metrics
 from finrtc.config import MediaConfig
 from finrtc.hooks.chain import HookChain
-from finrtc.hooks.contract import (
-    AudioChunk,
-    EncodedPacket,
-    MediaKind,
-    Severity,
-    TrackInfo,
-    VideoFrame,
-)
+from finrtc.hooks.contract import AudioChunk, VideoFrame
 from finrtc.media.clock import TrackClock
 from finrtc.media.encoder import AUDIO_RATE, VIDEO_CLOCK, AudioEncoder, AvPacket, VideoEncoder
 from finrtc.media.forwarder import ForwardedTrack
+from finrtc.model import EncodedPacket, MediaKind, Severity, TrackInfo
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from finrtc.auth import Grant, authorize_room, check_name, mint_token, verify_to
 from finrtc.config import FinrtcConfig, RoomPolicy
 from finrtc.config_base import StrictModel
 from finrtc.errors import AuthError, BadRequestError, ForbiddenError
-from finrtc.hooks.contract import Role
+from finrtc.model import Role
 from finrtc.signaling.context import CONFIG, ROOMS
 from finrtc.signaling.openapi import build_openapi
 

@@ -21,10 +21,10 @@ from finrtc.compliance.routes import compliance_routes
 from finrtc.config import LoadedConfig
 from finrtc.errors import AuthError, BadRequestError
 from finrtc.hooks.chain import HookProvider
-from finrtc.hooks.contract import Role
 from finrtc.hooks.loader import load_hooks
 from finrtc.logging_setup import log_context
 from finrtc.media.ice import pin_host_addresses
+from finrtc.model import Role
 from finrtc.room import RoomManager
 from finrtc.services import Services
 from finrtc.session import ExtensionFactory

@@ -21,8 +21,8 @@ from multidict import CIMultiDict
 from finrtc.auth import Grant, authorize_room, bearer_token, check_name, verify_token
 from finrtc.config import IceServerConfig
 from finrtc.errors import BadRequestError, ForbiddenError, NotFoundError
-from finrtc.hooks.contract import Role
-from finrtc.media.peer import PeerSession
+from finrtc.media.peer import PeerConnection
+from finrtc.model import Role
 from finrtc.participant import SubscriptionTarget
 from finrtc.room import Room
 from finrtc.signaling.context import CONFIG, ROOMS
@@ -261,7 +261,7 @@ def _etag_matches(if_match: str, etag: str) -> bool:
     return any(tag.strip() == etag for tag in if_match.split(",") if not tag.strip().startswith("W/"))
 
 
-def _session_peer(room: Room, resource_id: str, kind: str) -> PeerSession:
+def _session_peer(room: Room, resource_id: str, kind: str) -> PeerConnection:
     identity = room.owner_of(resource_id, kind)
     participant = room.participants.get(identity)
     if participant is not None:

@@ -33,15 +33,8 @@ from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from finrtc import metrics
-from finrtc.hooks.contract import (
-    FailurePolicy,
-    Hook,
-    HookContext,
-    MediaKind,
-    Severity,
-    Stage,
-    VideoFrame,
-)
+from finrtc.hooks.contract import FailurePolicy, Hook, HookContext, Stage, VideoFrame
+from finrtc.model import MediaKind, Severity
 from finrtc.threads import background_thread_initializer
 
 CASCADE_FILES = {

@@ -17,14 +17,8 @@ import time
 from pydantic import BaseModel, ConfigDict, Field
 
 from finrtc.forensics import watermark
-from finrtc.hooks.contract import (
-    FailurePolicy,
-    Hook,
-    HookContext,
-    MediaKind,
-    Stage,
-    VideoFrame,
-)
+from finrtc.hooks.contract import FailurePolicy, Hook, HookContext, Stage, VideoFrame
+from finrtc.model import MediaKind
 
 
 class ForensicWatermarkOptions(BaseModel):

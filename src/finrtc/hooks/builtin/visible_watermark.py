@@ -13,14 +13,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from finrtc.hooks.builtin.bitmap_font import render_text, text_size
-from finrtc.hooks.contract import (
-    FailurePolicy,
-    Hook,
-    HookContext,
-    MediaKind,
-    Stage,
-    VideoFrame,
-)
+from finrtc.hooks.contract import FailurePolicy, Hook, HookContext, Stage, VideoFrame
+from finrtc.model import MediaKind
 
 MARGIN = 4
 LINE_GAP = 3

@@ -23,7 +23,7 @@ from finrtc.compliance.tap import tap_provider
 from finrtc.compliance.tracker import AGENT_AUDIENCE, Emitted, Speaker, StageTracker
 from finrtc.compliance.workers import RecognizerPool, StreamHandle
 from finrtc.errors import ConflictError, ForbiddenError
-from finrtc.hooks.contract import Role, Severity, TrackInfo
+from finrtc.model import Role, Severity, TrackInfo
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ _OUTCOMES = {
 class _TrackFeed:
     """The tap's target for one track: forwards PCM to the pool, failures to the session."""
 
-    def __init__(self, session: ComplianceSession, track: TrackInfo, handle: StreamHandle) -> None:
+    def __init__(self, session: ComplianceMonitor, track: TrackInfo, handle: StreamHandle) -> None:
         self.session = session
         self.track = track
         self.handle = handle
@@ -62,7 +62,7 @@ class _TrackFeed:
             self.handle.close()
 
 
-class ComplianceSession:
+class ComplianceMonitor:
     """Tracks one room's script. Create on the event loop, `start()`, then `await close()`."""
 
     def __init__(
