@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from finrtc.archive.settings import ArchiveConfig
 from finrtc.compliance.settings import ComplianceConfig
-from finrtc.config_base import StrictModel
+from finrtc.config_base import StrictModel, format_validation_error
 from finrtc.errors import ConfigError
 from finrtc.webhooks.settings import WebhooksConfig
 
@@ -191,26 +191,6 @@ class LoadedConfig:
             return server.public_url.rstrip("/")
         host = server.host if ":" not in server.host else f"[{server.host}]"
         return f"http://{host}:{server.port}"
-
-
-def format_validation_error(error: ValidationError, prefix: str = "") -> str:
-    lines = []
-    for item in error.errors():
-        path = ".".join(str(part) if not isinstance(part, int) else f"[{part}]" for part in item["loc"])
-        path = path.replace(".[", "[")
-        if prefix:
-            path = f"{prefix}.{path}" if path else prefix
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against configs/reference.yaml)"
-        got = item.get("input")
-        detail = (
-            f" (got {got!r})"
-            if item["type"] not in ("extra_forbidden", "missing") and not isinstance(got, dict)
-            else ""
-        )
-        lines.append(f"  {path or '<root>'}: {message}{detail}")
-    return "\n".join(lines)
 
 
 def parse_config(data: Any, source: str = "<config>") -> FinrtcConfig:

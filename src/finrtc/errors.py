@@ -39,16 +39,8 @@ class HookError(FinrtcError):
     """A hook could not be loaded or violated its contract."""
 
 
-class ComplianceFailure(FinrtcError):
-    """A fail-closed compliance hook failed: the recording is compromised."""
-
-
 class ArchiveError(FinrtcError):
     """The archive could not be written or read."""
-
-
-class VerificationError(FinrtcError):
-    """An archive could not be checked at all (bad key, not an archive)."""
 
 
 class KeyFileError(FinrtcError):

@@ -17,6 +17,7 @@ from typing import Any
 
 from finrtc import metrics
 from finrtc.model import Role, Severity
+from finrtc.room_events import ServerEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +112,18 @@ class EventLog:
         for subscription in self._subscriptions:
             subscription.offer(event)
         return event
+
+    def emit(self, event: ServerEvent) -> RoomEvent:
+        """Publish one of the server's own typed events (see `finrtc.room_events`)."""
+        return self.publish(
+            event.event_type, event.to_data(), severity=event.severity(), audience=event.audience
+        )
+
+    def emit_threadsafe(self, event: ServerEvent) -> None:
+        """`emit` from a thread other than the event loop's (hook workers, the pipeline)."""
+        self.publish_threadsafe(
+            event.event_type, event.to_data(), severity=event.severity(), audience=event.audience
+        )
 
     def publish_threadsafe(
         self,

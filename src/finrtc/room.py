@@ -22,8 +22,21 @@ from finrtc.hooks.contract import HookEvent
 from finrtc.logging_setup import bind_log_context
 from finrtc.media.peer import IncomingTrack, PeerConnection
 from finrtc.media.pipeline import TrackPipeline
-from finrtc.model import MediaKind, Role, Severity, TrackInfo
+from finrtc.model import MediaKind, Role, TrackInfo
 from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
+from finrtc.room_events import (
+    STAFF,
+    ParticipantJoined,
+    ParticipantLeft,
+    RecordingCompromised,
+    RoomClosed,
+    RoomStarted,
+    SessionEnded,
+    SessionStarted,
+    SubscriptionBound,
+    TrackPublished,
+    TrackUnpublished,
+)
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 from finrtc.tasks import spawn
 
@@ -31,8 +44,6 @@ log = logging.getLogger(__name__)
 
 # Without a recording service, keyframes still come this often so late joiners recover quickly.
 DEFAULT_KEYFRAME_INTERVAL_S = 4.0
-# Hook events are for staff: customers do not see alerts about themselves.
-STAFF = frozenset({Role.AGENT, Role.OBSERVER})
 
 
 class Room:
@@ -75,7 +86,7 @@ class Room:
             "hook": event.hook,
             "participant": event.track.participant,
             "role": event.track.role.value,
-            "track": event.track.track_id,
+            "track_id": event.track.track_id,
             "kind": event.track.kind.value,
             "media_time": round(event.media_time, 3),
             **event.data,
@@ -93,7 +104,7 @@ class Room:
                 await session.close(clean=False)
                 raise
             self.session = session
-            self.events.publish("session_started", {"session": session.session_id})
+            self.events.emit(SessionStarted(session=session.session_id))
         return self.session
 
     def _detach_session(self, clean: bool) -> CallSession | None:
@@ -105,9 +116,8 @@ class Room:
         session = self.session
         if session is None:
             return None
-        self.events.publish(
-            "session_ended",
-            {"session": session.session_id, "clean": clean, "media_time": round(session.clock(), 3)},
+        self.events.emit(
+            SessionEnded(session=session.session_id, clean=clean, media_time=round(session.clock(), 3))
         )
         self.session = None
         self.last_session_id = session.session_id
@@ -134,9 +144,7 @@ class Room:
             participant = Participant(grant.identity, grant.role)
             self.participants[grant.identity] = participant
             metrics.PARTICIPANTS.labels(role=grant.role.value).inc()
-            self.events.publish(
-                "participant_joined", {"participant": grant.identity, "role": grant.role.value}
-            )
+            self.events.emit(ParticipantJoined(participant=grant.identity, role=grant.role))
         elif participant.role is not grant.role:
             raise ConflictError(
                 f"{grant.identity!r} is already in room {self.name!r} as {participant.role.value}"
@@ -147,9 +155,8 @@ class Room:
         if participant.idle and self.participants.get(participant.identity) is participant:
             del self.participants[participant.identity]
             metrics.PARTICIPANTS.labels(role=participant.role.value).dec()
-            self.events.publish(
-                "participant_left",
-                {"participant": participant.identity, "role": participant.role.value, "reason": reason},
+            self.events.emit(
+                ParticipantLeft(participant=participant.identity, role=participant.role, reason=reason)
             )
             if not self.participants and not self.explicit and not self.closed:
                 # Rooms created by a first publish go away with their last participant.
@@ -224,7 +231,7 @@ class Room:
             self._manager.executor,
             self._manager.config.media,
             session.clock,
-            self._publish_staff_event,
+            self.events.emit,
             keyframe_interval_s=session.keyframe_interval_s(DEFAULT_KEYFRAME_INTERVAL_S),
             # aiortc decodes VP8 with libvpx, which hands out frames it no longer references
             # (tests/media/test_decoder_frames.py); other decoders keep references: copy those.
@@ -236,29 +243,22 @@ class Room:
         )
         session.on_track(pipeline)
         pipeline.start()
-        self.events.publish(
-            "track_published",
-            {
-                "participant": participant.identity,
-                "role": participant.role.value,
-                "track": track_id,
-                "kind": item.kind.value,
-                "codec": item.codec,
-                "hooks": chain.hook_names,
-            },
+        self.events.emit(
+            TrackPublished(
+                participant=participant.identity,
+                role=participant.role,
+                track_id=track_id,
+                kind=item.kind,
+                codec=item.codec,
+                hooks=tuple(chain.hook_names),
+            )
         )
         return pipeline
 
-    def _publish_staff_event(self, event_type: str, data: dict[str, object], severity: Severity) -> None:
-        self.events.publish(event_type, data, severity=severity, audience=STAFF)
-
     def _hook_compromised(self, info: TrackInfo) -> Callable[[str], None]:
         def compromised(reason: str) -> None:
-            self.events.publish_threadsafe(
-                "recording_compromised",
-                {"participant": info.participant, "track": info.track_id, "reason": reason},
-                severity=Severity.ALERT,
-                audience=STAFF,
+            self.events.emit_threadsafe(
+                RecordingCompromised(participant=info.participant, track_id=info.track_id, reason=reason)
             )
 
         return compromised
@@ -306,9 +306,7 @@ class Room:
                 candidates[used[track.media_kind]].add_subscriber(track)
                 used[track.media_kind] += 1
         subscription.bound_to = publisher.identity
-        self.events.publish(
-            "subscription_bound", {"viewer": viewer, "publisher": publisher.identity}, audience=STAFF
-        )
+        self.events.emit(SubscriptionBound(viewer=viewer, publisher=publisher.identity))
         return True
 
     def _bind_waiting_subscribers(self, publisher: Participant) -> None:
@@ -351,17 +349,15 @@ class Room:
             await publication.peer.close()
             for pipeline in publication.pipelines:
                 await pipeline.stop(clean=clean)
-                self.events.publish(
-                    "track_unpublished",
-                    {
-                        "participant": identity,
-                        "role": participant.role.value,
-                        "track": pipeline.track.track_id,
-                        "kind": pipeline.kind.value,
-                        "reason": reason,
-                        "clean": clean,
-                    },
-                    severity=Severity.INFO if clean else Severity.WARNING,
+                self.events.emit(
+                    TrackUnpublished(
+                        participant=identity,
+                        role=participant.role,
+                        track_id=pipeline.track.track_id,
+                        kind=pipeline.kind,
+                        reason=reason,
+                        clean=clean,
+                    )
                 )
             await self._unbind_from(identity)
         elif kind == "whep":
@@ -411,7 +407,7 @@ class Room:
         # final events must reach the stream before it closes.
         for done in list(self._closing_sessions.values()):
             await done.wait()
-        self.events.publish("room_closed", {"reason": reason})
+        self.events.emit(RoomClosed(reason=reason))
         self.events.close()
 
     def _check_open(self) -> None:
@@ -499,9 +495,7 @@ class RoomManager:
         self.rooms[name] = room
         metrics.ROOMS.inc()
         # The policy (retention, residency, script) is for staff, not for customers.
-        room.events.publish(
-            "room_started", {"policy": policy.model_dump(), "explicit": explicit}, audience=STAFF
-        )
+        room.events.emit(RoomStarted(policy=policy.model_dump(), explicit=explicit))
         return room
 
     async def close_room(self, name: str, reason: str = "closed") -> None:

@@ -15,6 +15,7 @@ from aiohttp import web
 from finrtc.auth import mint_token
 from finrtc.config import LoadedConfig, load_config
 from finrtc.model import Role
+from finrtc.room_events import ServerDraining
 from finrtc.services import prepare_data_dir
 from finrtc.signaling.context import READINESS, ROOMS
 from finrtc.signaling.server import build_app
@@ -58,7 +59,7 @@ async def serve(loaded: LoadedConfig) -> int:
     rooms = app[ROOMS]
     rooms.draining = True
     for room in list(rooms.rooms.values()):
-        room.events.publish("server_draining", {"timeout_s": server.drain_timeout_s})
+        room.events.emit(ServerDraining(timeout_s=server.drain_timeout_s))
     try:
         await asyncio.wait_for(rooms.shutdown("server shutting down"), server.drain_timeout_s)
     except TimeoutError:

@@ -44,8 +44,7 @@ import yaml
 from numpy.typing import NDArray
 from pydantic import Field, ValidationError
 
-from finrtc.config import format_validation_error
-from finrtc.config_base import StrictModel
+from finrtc.config_base import StrictModel, format_validation_error
 from finrtc.errors import ConfigError
 
 SAMPLE_RATE = 16000

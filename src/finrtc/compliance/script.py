@@ -14,8 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from finrtc.config import format_validation_error
-from finrtc.config_base import StrictModel
+from finrtc.config_base import StrictModel, format_validation_error
 from finrtc.errors import ConfigError
 from finrtc.model import Role
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from finrtc.config import HookSpec, format_validation_error
+from finrtc.config import HookSpec
+from finrtc.config_base import format_validation_error
 from finrtc.errors import ConfigError
 from finrtc.hooks.chain import HookFactory
 from finrtc.hooks.contract import HOOK_API_VERSION, FailurePolicy, Hook, Stage

@@ -33,7 +33,8 @@ from finrtc.hooks.contract import AudioChunk, VideoFrame
 from finrtc.media.clock import TrackClock
 from finrtc.media.encoder import AUDIO_RATE, VIDEO_CLOCK, AudioEncoder, AvPacket, VideoEncoder
 from finrtc.media.forwarder import ForwardedTrack
-from finrtc.model import EncodedPacket, MediaKind, Severity, TrackInfo
+from finrtc.model import EncodedPacket, MediaKind, TrackInfo
+from finrtc.room_events import ServerEvent, TrackResumed, TrackStalled
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ STALL_AFTER_S = 2.0
 UPSTREAM_PLI_INTERVAL_S = 1.0
 
 PacketListener = Callable[[EncodedPacket], None]
-EventPublisher = Callable[[str, dict[str, object], Severity], None]
+EventPublisher = Callable[[ServerEvent], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,14 +218,12 @@ class TrackPipeline:
                     if stalled_since is None:
                         stalled_since = self._clock() - STALL_AFTER_S
                         self._publish_event(
-                            "track_stalled",
-                            {
-                                "track": self.track.track_id,
-                                "kind": self.kind.value,
-                                "participant": self.track.participant,
-                                "since_media_time": stalled_since,
-                            },
-                            Severity.WARNING,
+                            TrackStalled(
+                                participant=self.track.participant,
+                                track_id=self.track.track_id,
+                                kind=self.kind,
+                                since_media_time=stalled_since,
+                            )
                         )
                         self._ask_upstream()
                     continue
@@ -233,14 +232,12 @@ class TrackPipeline:
                 self._last_frame_at = time.monotonic()
                 if stalled_since is not None:
                     self._publish_event(
-                        "track_resumed",
-                        {
-                            "track": self.track.track_id,
-                            "kind": self.kind.value,
-                            "participant": self.track.participant,
-                            "gap_s": round(self._clock() - stalled_since, 3),
-                        },
-                        Severity.INFO,
+                        TrackResumed(
+                            participant=self.track.participant,
+                            track_id=self.track.track_id,
+                            kind=self.kind,
+                            gap_s=round(self._clock() - stalled_since, 3),
+                        )
                     )
                     stalled_since = None
                 self.frames_in += 1
