@@ -34,7 +34,7 @@ from finrtc.compliance.recognizer import (
     Transcribe,
     builtin_model,
 )
-from finrtc.compliance.script import load_script
+from finrtc.compliance.script import Script, load_script
 from finrtc.compliance.tap import Downsampler
 from finrtc.compliance.testing import chunks, opus_round_trip, synthesize, to_48k_stereo
 from finrtc.compliance.tracker import Speaker, StageTracker
@@ -109,9 +109,11 @@ def recognize(pcm: NDArray[np.int16], transcribe: Transcribe) -> tuple[list[Reco
     return results, recognizer.cpu_seconds / recognizer.audio_seconds
 
 
-def accepted_stages(result: RecognitionResult, use_keywords: bool, use_text: bool) -> set[str]:
+def accepted_stages(
+    result: RecognitionResult, use_keywords: bool, use_text: bool, script: Script | None = None
+) -> set[str]:
     """Stages the server would count for this result (roles ignored: any speaker)."""
-    script = load_script("builtin:demo_insurance_en")
+    script = script or load_script("builtin:demo_insurance_en")
     stripped = RecognitionResult(
         result.stream_id,
         result.text if use_text else None,
@@ -132,7 +134,11 @@ def accepted_stages(result: RecognitionResult, use_keywords: bool, use_text: boo
 
 
 def score(
-    utterances: list[Utterance], results: list[RecognitionResult], keywords: bool, text: bool
+    utterances: list[Utterance],
+    results: list[RecognitionResult],
+    keywords: bool,
+    text: bool,
+    script: Script | None = None,
 ) -> dict[str, Any]:
     detected = 0
     false_alarms: list[dict[str, Any]] = []
@@ -151,7 +157,7 @@ def score(
         window = owner.get(index, [])
         stages: set[str] = set()
         for result in window:
-            stages |= accepted_stages(result, keywords, text)
+            stages |= accepted_stages(result, keywords, text, script)
         if utterance.stage is not None:
             if utterance.stage in stages:
                 detected += 1
