@@ -178,6 +178,20 @@ def score(
     }
 
 
+def run_facts(benchmark: str) -> dict[str, Any]:
+    """The fields every speech accuracy result file starts with."""
+    return {
+        "benchmark": benchmark,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--voices", default="slt,rms,awb,kal16")
@@ -242,9 +256,7 @@ def main() -> int:
                     flush=True,
                 )
     summary = {
-        "benchmark": "speech_accuracy",
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        **run_facts("speech_accuracy"),
         "engine": "pocketsphinx",
         "model_digest": builtin_model().digest,
         "voices": voices,
@@ -253,8 +265,7 @@ def main() -> int:
         "streams": per_stream,
         "wall_seconds": round(time.time() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_summary(args.out, summary)
     for condition, modes_total in totals.items():
         for mode, bucket in modes_total.items():
             print(

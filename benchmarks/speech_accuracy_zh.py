@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import platform
 import shutil
 import sys
 import tempfile
@@ -36,7 +34,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from benchmarks.speech_accuracy import PAUSE_S, Utterance, score, webrtc_path
+from benchmarks.speech_accuracy import (
+    PAUSE_S,
+    Utterance,
+    run_facts,
+    score,
+    webrtc_path,
+    write_summary,
+)
 from finrtc.compliance.recognizer import (
     SAMPLE_RATE,
     ModelSpec,
@@ -170,9 +175,7 @@ def main() -> int:
                     flush=True,
                 )
     summary = {
-        "benchmark": "speech_accuracy_zh",
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        **run_facts("speech_accuracy_zh"),
         "engine": model.engine,
         "model": model.source,
         "model_language": model.language,
@@ -190,8 +193,7 @@ def main() -> int:
         "streams": per_stream,
         "wall_seconds": round(time.time() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_summary(args.out, summary)
     for condition, bucket in totals.items():
         print(
             f"TOTAL {condition:9s} detected {bucket['detected']}/{bucket['targets']}  "

@@ -300,6 +300,44 @@ class MediaClock:
         return anchor_time + (sample - anchor_sample) / SAMPLE_RATE
 
 
+class FramedRecognizer:
+    """Cuts fed PCM into the endpointer's frames for `_process_frame`, keeps the stream clock
+    (`_samples`, advanced by `_process_frame`), the media clock and the CPU / audio counters."""
+
+    def _init_frames(self, frame_samples: int) -> None:
+        self._frame_samples = frame_samples
+        self._pending = np.zeros(0, dtype=np.int16)
+        # Samples handed to the decoders so far (the stream clock).
+        self._samples = 0
+        self._clock = MediaClock()
+        self.cpu_seconds = 0.0
+        self.audio_seconds = 0.0
+
+    def _process_frame(self, frame: NDArray[np.int16], results: list[RecognitionResult]) -> None:
+        raise NotImplementedError
+
+    def feed(self, pcm: NDArray[np.int16], media_time: float) -> list[RecognitionResult]:
+        started = time.process_time()
+        self._clock.anchor(self._samples + len(self._pending), media_time)
+        pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
+        results: list[RecognitionResult] = []
+        usable = len(pending) - len(pending) % self._frame_samples
+        for offset in range(0, usable, self._frame_samples):
+            self._process_frame(pending[offset : offset + self._frame_samples], results)
+        self._pending = pending[usable:].copy()
+        self.cpu_seconds += time.process_time() - started
+        self.audio_seconds += len(pcm) / SAMPLE_RATE
+        return results
+
+    def _flush_pending(self, results: list[RecognitionResult]) -> None:
+        """The last, partial frame, padded with silence."""
+        if len(self._pending):
+            frame = np.zeros(self._frame_samples, dtype=np.int16)
+            frame[: len(self._pending)] = self._pending
+            self._pending = np.zeros(0, dtype=np.int16)
+            self._process_frame(frame, results)
+
+
 # --- pocketsphinx -------------------------------------------------------------------------------
 
 # Decoders shared by every stream of a (worker) process, by model and purpose: the word lookup,
@@ -363,7 +401,7 @@ def keyphrase_words(phrase: str) -> list[str]:
     return _KWS_WORD.findall(phrase.lower().replace("\u2019", "'"))
 
 
-class PocketsphinxRecognizer:
+class PocketsphinxRecognizer(FramedRecognizer):
     """Keyphrase spotting over all audio plus full decoding of each speech segment."""
 
     engine = "pocketsphinx"
@@ -453,10 +491,7 @@ class PocketsphinxRecognizer:
         frame_samples = (
             self._endpointer.frame_bytes // 2 if self._endpointer is not None else 480
         )
-        self._frame_samples = int(frame_samples)
-        self._pending = np.zeros(0, dtype=np.int16)
-        # Samples handed to the decoders so far (the stream clock).
-        self._samples = 0
+        self._init_frames(int(frame_samples))
         self._kws_utt_start = 0
         # Stream sample the spotter expects next; anything else starts a new spotting utterance.
         self._kws_next = 0
@@ -464,36 +499,16 @@ class PocketsphinxRecognizer:
         # spotter also hears the audio the endpointer held back to decide it had ended - a phrase
         # is only reported some frames after its last word.
         self._recent: deque[tuple[int, bytes]] = deque(maxlen=40)
-        self._clock = MediaClock()
         self._hits: list[KeywordHit] = []
-        self.cpu_seconds = 0.0
-        self.audio_seconds = 0.0
 
     def _media_time(self, stream_seconds: float) -> float:
         return self._clock.media_time(stream_seconds)
-
-    def feed(self, pcm: NDArray[np.int16], media_time: float) -> list[RecognitionResult]:
-        started = time.process_time()
-        self._clock.anchor(self._samples + len(self._pending), media_time)
-        pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
-        results: list[RecognitionResult] = []
-        usable = len(pending) - len(pending) % self._frame_samples
-        for offset in range(0, usable, self._frame_samples):
-            self._process_frame(pending[offset : offset + self._frame_samples], results)
-        self._pending = pending[usable:].copy()
-        self.cpu_seconds += time.process_time() - started
-        self.audio_seconds += len(pcm) / SAMPLE_RATE
-        return results
 
     def flush(self) -> list[RecognitionResult]:
         """End of stream: pad the last frame, close the open utterance, report everything."""
         started = time.process_time()
         results: list[RecognitionResult] = []
-        if len(self._pending):
-            frame = np.zeros(self._frame_samples, dtype=np.int16)
-            frame[: len(self._pending)] = self._pending
-            self._pending = np.zeros(0, dtype=np.int16)
-            self._process_frame(frame, results)
+        self._flush_pending(results)
         if self._lm is not None and self._endpointer is not None:
             speech = self._endpointer.end_stream(bytes(self._endpointer.frame_bytes))
             if speech is not None:

@@ -24,7 +24,7 @@ from finrtc.compliance.matcher import is_cjk
 from finrtc.compliance.recognizer import (
     DEFAULT_MAX_UTTERANCE_S,
     SAMPLE_RATE,
-    MediaClock,
+    FramedRecognizer,
     ModelSpec,
     RecognitionResult,
     Transcribe,
@@ -63,7 +63,7 @@ def join_words(words: list[str]) -> str:
     return text
 
 
-class VoskRecognizer:
+class VoskRecognizer(FramedRecognizer):
     """Full decoding of every speech segment of one stream."""
 
     engine = "vosk"
@@ -93,18 +93,13 @@ class VoskRecognizer:
         self.demand = False
         self.utterances_decoded = 0
         self.utterances_skipped = 0
-        self.cpu_seconds = 0.0
-        self.audio_seconds = 0.0
         self._decoder: Any = vosk.KaldiRecognizer(shared_vosk_model(model), SAMPLE_RATE)
         self._decoder.SetWords(True)
         self._endpointer_type: Any = pocketsphinx.Endpointer
         self._endpointer: Any = self._endpointer_type(sample_rate=SAMPLE_RATE)
         # Stream seconds where the current endpointer's clock started (a flush restarts it).
         self._endpointer_offset = 0.0
-        self._frame_samples = int(self._endpointer.frame_bytes // 2)
-        self._pending = np.zeros(0, dtype=np.int16)
-        self._samples = 0
-        self._clock = MediaClock()
+        self._init_frames(int(self._endpointer.frame_bytes // 2))
         self._in_utterance = False
         self._utterance_start = 0.0
         self._utterance_samples = 0
@@ -118,28 +113,11 @@ class VoskRecognizer:
     def set_demand(self, demanded: bool) -> None:
         self.demand = demanded
 
-    def feed(self, pcm: NDArray[np.int16], media_time: float) -> list[RecognitionResult]:
-        started = time.process_time()
-        self._clock.anchor(self._samples + len(self._pending), media_time)
-        pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
-        results: list[RecognitionResult] = []
-        usable = len(pending) - len(pending) % self._frame_samples
-        for offset in range(0, usable, self._frame_samples):
-            self._process_frame(pending[offset : offset + self._frame_samples], results)
-        self._pending = pending[usable:].copy()
-        self.cpu_seconds += time.process_time() - started
-        self.audio_seconds += len(pcm) / SAMPLE_RATE
-        return results
-
     def flush(self) -> list[RecognitionResult]:
         """Pad the last frame and close the open utterance; the stream may continue after."""
         started = time.process_time()
         results: list[RecognitionResult] = []
-        if len(self._pending):
-            frame = np.zeros(self._frame_samples, dtype=np.int16)
-            frame[: len(self._pending)] = self._pending
-            self._pending = np.zeros(0, dtype=np.int16)
-            self._process_frame(frame, results)
+        self._flush_pending(results)
         speech = self._endpointer.end_stream(bytes(self._endpointer.frame_bytes))
         if speech is not None:
             self._accept(speech)
