@@ -266,3 +266,29 @@ def test_chinese_script_prompts_the_agent_in_chinese() -> None:
                     "phrases": ["我同意"]}],
     }, "bare.yaml")
     assert prompts(StageTracker(bare).start(0.0)) == ["请客户确认：客户确认（例如：“我同意”）"]
+
+
+def test_report_of_a_chinese_script_reads_in_chinese() -> None:
+    from pathlib import Path
+
+    from finrtc.compliance.report import render_html
+
+    repo = Path(__file__).resolve().parents[2]
+    script = load_script(str(repo / "configs/scripts/bank_insurance_zh.yaml"))
+    tracker = StageTracker(script)
+    tracker.start(0.0)
+    tracker.observe(CUSTOMER, said("我同意录音录像"), 1.0)
+    report = {
+        "room": "r1", "status": "final", "can_submit": tracker.can_submit,
+        "script": {"name": script.name, "title": script.title, "language": script.language},
+        "stages": tracker.stage_states(), "verifiable": True,
+        "consent": {"required": False, "given": tracker.consent_given, "events": []},
+        "audio": {"dropped_seconds": 0.0, "problems": []},
+        "recognizer": {"engine": "vosk", "model": "model_dir:/m", "model_digest": "d" * 64},
+    }
+    page = render_html(report)
+    assert '<html lang="zh-CN">' in page and "合规报告：房间 r1" in page
+    assert "可否提交销售: <b>否</b>" in page and "客户同意录音录像" in page
+    assert f"识别引擎 vosk, 模型\nmodel_dir:/m, sha256 {'d' * 64}" in page
+    report["script"]["language"] = "en"
+    assert "Sale can be submitted: <b>no</b>" in render_html(report)
