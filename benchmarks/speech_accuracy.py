@@ -34,7 +34,7 @@ from finrtc.compliance.recognizer import (
     Transcribe,
     builtin_model,
 )
-from finrtc.compliance.script import load_script
+from finrtc.compliance.script import Script, load_script
 from finrtc.compliance.tap import Downsampler
 from finrtc.compliance.testing import chunks, opus_round_trip, synthesize, to_48k_stereo
 from finrtc.compliance.tracker import Speaker, StageTracker
@@ -109,9 +109,11 @@ def recognize(pcm: NDArray[np.int16], transcribe: Transcribe) -> tuple[list[Reco
     return results, recognizer.cpu_seconds / recognizer.audio_seconds
 
 
-def accepted_stages(result: RecognitionResult, use_keywords: bool, use_text: bool) -> set[str]:
+def accepted_stages(
+    result: RecognitionResult, use_keywords: bool, use_text: bool, script: Script | None = None
+) -> set[str]:
     """Stages the server would count for this result (roles ignored: any speaker)."""
-    script = load_script("builtin:demo_insurance_en")
+    script = script or load_script("builtin:demo_insurance_en")
     stripped = RecognitionResult(
         result.stream_id,
         result.text if use_text else None,
@@ -132,7 +134,11 @@ def accepted_stages(result: RecognitionResult, use_keywords: bool, use_text: boo
 
 
 def score(
-    utterances: list[Utterance], results: list[RecognitionResult], keywords: bool, text: bool
+    utterances: list[Utterance],
+    results: list[RecognitionResult],
+    keywords: bool,
+    text: bool,
+    script: Script | None = None,
 ) -> dict[str, Any]:
     detected = 0
     false_alarms: list[dict[str, Any]] = []
@@ -151,7 +157,7 @@ def score(
         window = owner.get(index, [])
         stages: set[str] = set()
         for result in window:
-            stages |= accepted_stages(result, keywords, text)
+            stages |= accepted_stages(result, keywords, text, script)
         if utterance.stage is not None:
             if utterance.stage in stages:
                 detected += 1
@@ -170,6 +176,20 @@ def score(
         "false_alarm_details": false_alarms,
         "missed": misses,
     }
+
+
+def run_facts(benchmark: str) -> dict[str, Any]:
+    """The fields every speech accuracy result file starts with."""
+    return {
+        "benchmark": benchmark,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main() -> int:
@@ -236,9 +256,7 @@ def main() -> int:
                     flush=True,
                 )
     summary = {
-        "benchmark": "speech_accuracy",
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        **run_facts("speech_accuracy"),
         "engine": "pocketsphinx",
         "model_digest": builtin_model().digest,
         "voices": voices,
@@ -247,8 +265,7 @@ def main() -> int:
         "streams": per_stream,
         "wall_seconds": round(time.time() - started, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_summary(args.out, summary)
     for condition, modes_total in totals.items():
         for mode, bucket in modes_total.items():
             print(

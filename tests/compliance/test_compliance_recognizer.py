@@ -121,7 +121,7 @@ def test_model_dir_errors_are_actionable(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a folder"):
         load_model_dir(tmp_path / "nope", digest)
     manifest = folder / MANIFEST_NAME
-    manifest.write_text("engine: vosk\nlanguage: zh\nacoustic_model: a\ndictionary: b\n")
+    manifest.write_text("engine: whisper\nlanguage: zh\nacoustic_model: a\ndictionary: b\n")
     with pytest.raises(ConfigError, match=r"engine:"):
         load_model_dir(folder, digest)
     manifest.write_text(

@@ -224,3 +224,71 @@ def test_chinese_script_on_transcripts() -> None:
     assert status(tracker, "customer_confirmation") != "completed"
     tracker.observe(CUSTOMER, said("我已瞭解並同意"), 5.0)  # traditional characters
     assert tracker.can_submit, [(s.spec.id, s.status) for s in tracker.stages]
+
+
+def test_chinese_script_prompts_the_agent_in_chinese() -> None:
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    script = load_script(str(repo / "configs/scripts/bank_insurance_zh.yaml"))
+    tracker = StageTracker(script)
+
+    def prompts(events: list[Emitted]) -> list[str]:
+        return [e.data["text"] for e in events if e.type == "compliance.prompt"]
+
+    assert prompts(tracker.start(0.0)) == ["请告知客户本次销售过程将全程录音录像，并征得客户同意。"]
+    assert prompts(tracker.observe(CUSTOMER, said("我不同意录音"), 1.0)) == [
+        "客户未确认（识别到：“我不同意录音”）。请告知客户本次销售过程将全程录音录像，并征得客户同意。"
+    ]
+    # The consent stage's deadline (90 s) passes: the miss is explained in Chinese.
+    missed = prompts(tracker.tick(91.0))
+    assert missed[0] == "已超时：请告知客户本次销售过程将全程录音录像，并征得客户同意。", missed
+    for line in ["我是本行的理财经理", "本产品由平安人寿保险公司承保", "本产品不是存款，投资有风险",
+                 "下面宣读责任免除条款", "犹豫期为十五天"]:
+        tracker.observe(AGENT, said(line), 100.0)
+    # The missed consent is still open when the customer confirms.
+    assert prompts(tracker.observe(CUSTOMER, said("我已了解并同意"), 101.0)) == [
+        "客户在本环节完成前已作确认：请告知客户本次销售过程将全程录音录像，并征得客户同意。"
+    ]
+    in_order = StageTracker(script)
+    in_order.start(0.0)
+    in_order.observe(CUSTOMER, said("我同意录音录像"), 1.0)
+    for line in ["我是本行的理财经理", "本产品由平安人寿保险公司承保", "本产品不是存款，投资有风险",
+                 "下面宣读责任免除条款", "犹豫期为十五天"]:
+        in_order.observe(AGENT, said(line), 2.0)
+    assert prompts(in_order.observe(CUSTOMER, said("我已了解并同意"), 3.0)) == [
+        "所有必需的话术环节均已完成。"
+    ]
+    # A stage without a prompt of its own gets one built from its title, in Chinese.
+    bare = parse_script({
+        "name": "x", "title": "x", "language": "zh",
+        "stages": [{"id": "s", "title": "客户确认", "role": "customer", "kind": "confirmation",
+                    "phrases": ["我同意"]}],
+    }, "bare.yaml")
+    assert prompts(StageTracker(bare).start(0.0)) == ["请客户确认：客户确认（例如：“我同意”）"]
+
+
+def test_report_of_a_chinese_script_reads_in_chinese() -> None:
+    from pathlib import Path
+
+    from finrtc.compliance.report import render_html
+
+    repo = Path(__file__).resolve().parents[2]
+    script = load_script(str(repo / "configs/scripts/bank_insurance_zh.yaml"))
+    tracker = StageTracker(script)
+    tracker.start(0.0)
+    tracker.observe(CUSTOMER, said("我同意录音录像"), 1.0)
+    report = {
+        "room": "r1", "status": "final", "can_submit": tracker.can_submit,
+        "script": {"name": script.name, "title": script.title, "language": script.language},
+        "stages": tracker.stage_states(), "verifiable": True,
+        "consent": {"required": False, "given": tracker.consent_given, "events": []},
+        "audio": {"dropped_seconds": 0.0, "problems": []},
+        "recognizer": {"engine": "vosk", "model": "model_dir:/m", "model_digest": "d" * 64},
+    }
+    page = render_html(report)
+    assert '<html lang="zh-CN">' in page and "合规报告：房间 r1" in page
+    assert "可否提交销售: <b>否</b>" in page and "客户同意录音录像" in page
+    assert f"识别引擎 vosk, 模型\nmodel_dir:/m, sha256 {'d' * 64}" in page
+    report["script"]["language"] = "en"
+    assert "Sale can be submitted: <b>no</b>" in render_html(report)

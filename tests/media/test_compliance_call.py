@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -67,20 +68,37 @@ async def report(http, base: str, room: str) -> dict:
         return await response.json()
 
 
-async def run_call(tmp_path: Path, http, room: str, agent_lines: list[str]) -> tuple[dict, list[dict]]:
+async def run_call(
+    tmp_path: Path,
+    http,
+    room: str,
+    agent_lines: list[str],
+    *,
+    compliance: dict | None = None,
+    customer_lines: tuple[str, ...] = (CONFIRMATION,),
+    customer_first: tuple[str, ...] = (),
+    speak: Callable[[list[str], Path], np.ndarray] = speech,
+) -> tuple[dict, list[dict]]:
+    """The customer says `customer_first`, the agent `agent_lines`, then the customer
+    `customer_lines`; the final report and every room event. `compliance` replaces the demo
+    script's configuration (the script named "demo" is the room's)."""
     loaded = make_loaded(
         tmp_path,
         archive={"enabled": False},
-        compliance={
+        compliance=compliance or {
             "scripts": {"demo": "builtin:demo_insurance_en"},
             "recognizer": {"transcribe": "on_demand"},
         },
         rooms={"default_policy": {"script": "demo"}},
     )
     server = await start_server(loaded)
-    agent_speech = speech(agent_lines, tmp_path)
-    customer_speech = speech([CONFIRMATION], tmp_path)
-    customer_delay = len(agent_speech) / 48000 + 0.5
+    opening = speak(list(customer_first), tmp_path) if customer_first else np.zeros((0, 2), np.int16)
+    agent_delay = len(opening) / 48000 + (0.5 if customer_first else 0.0)
+    agent_speech = speak(agent_lines, tmp_path)
+    # The customer's closing lines start 0.5 s after the agent's last one.
+    closing_at = int(48000 * (agent_delay + 0.5)) + len(agent_speech)
+    pause = np.zeros((closing_at - len(opening), 2), np.int16)
+    customer_speech = np.concatenate([opening, pause, speak(list(customer_lines), tmp_path)])
     events: list[dict] = []
     try:
         agent = await client.publish(
@@ -88,14 +106,14 @@ async def run_call(tmp_path: Path, http, room: str, agent_lines: list[str]) -> t
             server.base,
             room,
             token(room, "alice"),
-            [PatternVideoTrack(320, 240, fps=15), SpeechTrack(agent_speech)],
+            [PatternVideoTrack(320, 240, fps=15), SpeechTrack(agent_speech, delay_s=agent_delay)],
         )
         customer = await client.publish(
             http,
             server.base,
             room,
             token(room, "bob", Role.CUSTOMER),
-            [SpeechTrack(customer_speech, delay_s=customer_delay)],
+            [SpeechTrack(customer_speech)],
         )
         async with http.ws_connect(
             f"{server.base}/v1/rooms/{room}/events?token={token(room, 'alice')}&after=0"
@@ -106,7 +124,7 @@ async def run_call(tmp_path: Path, http, room: str, agent_lines: list[str]) -> t
                     events.append(json.loads(message.data))
 
             collector = asyncio.create_task(collect())
-            await asyncio.sleep(customer_delay + len(customer_speech) / 48000 + 3.0)
+            await asyncio.sleep(len(customer_speech) / 48000 + 3.0)
             live = await report(http, server.base, room)
             assert live["status"] != "final"
             await client.delete(http, server.base, customer)

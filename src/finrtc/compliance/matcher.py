@@ -58,6 +58,11 @@ _INITIALS = (
 )
 
 
+def is_cjk(char: str) -> bool:
+    """Whether `char` is a Chinese character (the matcher compares those on pinyin)."""
+    return _CJK.fullmatch(char) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     # What is compared (a lowercase word or a toneless pinyin syllable) ...

@@ -5,7 +5,9 @@ the event loop. Backends:
 
 - `pocketsphinx` (default): the en-us model shipped in the pocketsphinx wheel.
 - `model_dir`: a model folder named in config together with its expected sha256, described by
-  a `finrtc-model.yaml` manifest. finrtc bundles and downloads no third-party weights.
+  a `finrtc-model.yaml` manifest, for the `pocketsphinx` or the `vosk` engine (Kaldi models,
+  e.g. Alpha Cephei's Mandarin vosk-model-small-cn). finrtc bundles and downloads no
+  third-party weights.
 
 How pocketsphinx is used, and why: keyphrase spotting (kws) is cheap (~0.02 CPU-s per audio-s)
 and detects the script's phrases reliably, but it only ever reports the phrases it was given,
@@ -42,7 +44,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import yaml
 from numpy.typing import NDArray
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from finrtc.config_base import StrictModel, format_validation_error
 from finrtc.errors import ConfigError
@@ -99,8 +101,9 @@ class RecognitionResult:
 class ModelSpec:
     """Everything a worker needs to build a decoder; picklable."""
 
-    engine: Literal["pocketsphinx"]
+    engine: Literal["pocketsphinx", "vosk"]
     language: str
+    # pocketsphinx: the acoustic model folder; vosk: the Kaldi model folder (am/, conf/, graph/).
     acoustic_model: str
     dictionary: str
     language_model: str | None
@@ -178,12 +181,24 @@ def builtin_model() -> ModelSpec:
 class ModelManifest(StrictModel):
     """`finrtc-model.yaml` inside a model folder; paths are relative to that folder."""
 
-    engine: Literal["pocketsphinx"]
-    language: Literal["en", "zh"]
-    acoustic_model: str
-    dictionary: str
+    engine: Literal["pocketsphinx", "vosk"]
+    # The language the model recognizes (a script in another language is refused).
+    language: Literal["en", "zh", "ko"]
+    # pocketsphinx: acoustic_model, dictionary and language_model.
+    acoustic_model: str | None = None
+    dictionary: str | None = None
     language_model: str | None = None
+    # vosk: the Kaldi model folder (am/, conf/, graph/); "." when it is the model folder itself.
+    model: str | None = None
     description: str = Field(default="", max_length=500)
+
+    @model_validator(mode="after")
+    def _engine_files(self) -> ModelManifest:
+        if self.engine == "pocketsphinx" and (not self.acoustic_model or not self.dictionary):
+            raise ValueError("engine pocketsphinx needs acoustic_model and dictionary")
+        if self.engine == "vosk" and not self.model:
+            raise ValueError("engine vosk needs model (the Kaldi model folder)")
+        return self
 
 
 def _inside(root: Path, relative: str, key: str) -> Path:
@@ -227,13 +242,25 @@ def load_model_dir(model_dir: Path, expected_sha256: str | None) -> ModelSpec:
     except ValidationError as error:
         details = format_validation_error(error)
         raise ConfigError(f"{manifest_path} is invalid:\n{details}") from None
-    acoustic = _inside(root, manifest.acoustic_model, "acoustic_model")
-    dictionary = _inside(root, manifest.dictionary, "dictionary")
-    language_model = (
-        _inside(root, manifest.language_model, "language_model")
-        if manifest.language_model
-        else None
-    )
+    if manifest.engine == "vosk":
+        assert manifest.model is not None
+        acoustic = _inside(root, manifest.model, "model")
+        if not (acoustic / "am" / "final.mdl").is_file():
+            raise ConfigError(
+                f"{manifest_path}: model {manifest.model!r} is not a vosk (Kaldi) model folder: "
+                "am/final.mdl is missing"
+            )
+        dictionary: Path | None = None
+        language_model = None
+    else:
+        assert manifest.acoustic_model is not None and manifest.dictionary is not None
+        acoustic = _inside(root, manifest.acoustic_model, "acoustic_model")
+        dictionary = _inside(root, manifest.dictionary, "dictionary")
+        language_model = (
+            _inside(root, manifest.language_model, "language_model")
+            if manifest.language_model
+            else None
+        )
     digest = tree_digest(root)
     if digest != expected_sha256:
         raise ConfigError(
@@ -245,11 +272,69 @@ def load_model_dir(model_dir: Path, expected_sha256: str | None) -> ModelSpec:
         engine=manifest.engine,
         language=manifest.language,
         acoustic_model=str(acoustic),
-        dictionary=str(dictionary),
+        dictionary=str(dictionary) if dictionary else "",
         language_model=str(language_model) if language_model else None,
         digest=digest,
         source=f"model_dir:{root}",
     )
+
+
+class MediaClock:
+    """Maps a stream's sample count to the track's media time across gaps left by dropped
+    audio: each fed block anchors (stream sample, media time) where it starts."""
+
+    def __init__(self) -> None:
+        self._anchors: deque[tuple[int, float]] = deque(maxlen=4096)
+
+    def anchor(self, sample: int, media_time: float) -> None:
+        self._anchors.append((sample, media_time))
+
+    def media_time(self, stream_seconds: float) -> float:
+        sample = stream_seconds * SAMPLE_RATE
+        anchor_sample, anchor_time = self._anchors[0] if self._anchors else (0, 0.0)
+        for candidate_sample, candidate_time in reversed(self._anchors):
+            if candidate_sample <= sample:
+                anchor_sample, anchor_time = candidate_sample, candidate_time
+                break
+        return anchor_time + (sample - anchor_sample) / SAMPLE_RATE
+
+
+class FramedRecognizer:
+    """Cuts fed PCM into the endpointer's frames for `_process_frame`, keeps the stream clock
+    (`_samples`, advanced by `_process_frame`), the media clock and the CPU / audio counters."""
+
+    def _init_frames(self, frame_samples: int) -> None:
+        self._frame_samples = frame_samples
+        self._pending = np.zeros(0, dtype=np.int16)
+        # Samples handed to the decoders so far (the stream clock).
+        self._samples = 0
+        self._clock = MediaClock()
+        self.cpu_seconds = 0.0
+        self.audio_seconds = 0.0
+
+    def _process_frame(self, frame: NDArray[np.int16], results: list[RecognitionResult]) -> None:
+        raise NotImplementedError
+
+    def feed(self, pcm: NDArray[np.int16], media_time: float) -> list[RecognitionResult]:
+        started = time.process_time()
+        self._clock.anchor(self._samples + len(self._pending), media_time)
+        pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
+        results: list[RecognitionResult] = []
+        usable = len(pending) - len(pending) % self._frame_samples
+        for offset in range(0, usable, self._frame_samples):
+            self._process_frame(pending[offset : offset + self._frame_samples], results)
+        self._pending = pending[usable:].copy()
+        self.cpu_seconds += time.process_time() - started
+        self.audio_seconds += len(pcm) / SAMPLE_RATE
+        return results
+
+    def _flush_pending(self, results: list[RecognitionResult]) -> None:
+        """The last, partial frame, padded with silence."""
+        if len(self._pending):
+            frame = np.zeros(self._frame_samples, dtype=np.int16)
+            frame[: len(self._pending)] = self._pending
+            self._pending = np.zeros(0, dtype=np.int16)
+            self._process_frame(frame, results)
 
 
 # --- pocketsphinx -------------------------------------------------------------------------------
@@ -289,6 +374,11 @@ def _shared_decoder(purpose: Literal["lookup", "on_demand"], model: ModelSpec) -
 
 def preload(model: ModelSpec, transcribe: Transcribe) -> None:
     """Build the shared decoders now (a worker's start-up) rather than when a call starts."""
+    if model.engine == "vosk":
+        from finrtc.compliance.vosk_recognizer import shared_vosk_model
+
+        shared_vosk_model(model)
+        return
     _shared_decoder("lookup", model)
     if transcribe == "on_demand" and model.language_model is not None:
         _shared_decoder("on_demand", model)
@@ -310,7 +400,7 @@ def keyphrase_words(phrase: str) -> list[str]:
     return _KWS_WORD.findall(phrase.lower().replace("\u2019", "'"))
 
 
-class PocketsphinxRecognizer:
+class PocketsphinxRecognizer(FramedRecognizer):
     """Keyphrase spotting over all audio plus full decoding of each speech segment."""
 
     engine = "pocketsphinx"
@@ -400,10 +490,7 @@ class PocketsphinxRecognizer:
         frame_samples = (
             self._endpointer.frame_bytes // 2 if self._endpointer is not None else 480
         )
-        self._frame_samples = int(frame_samples)
-        self._pending = np.zeros(0, dtype=np.int16)
-        # Samples handed to the decoders so far (the stream clock).
-        self._samples = 0
+        self._init_frames(int(frame_samples))
         self._kws_utt_start = 0
         # Stream sample the spotter expects next; anything else starts a new spotting utterance.
         self._kws_next = 0
@@ -411,44 +498,16 @@ class PocketsphinxRecognizer:
         # spotter also hears the audio the endpointer held back to decide it had ended - a phrase
         # is only reported some frames after its last word.
         self._recent: deque[tuple[int, bytes]] = deque(maxlen=40)
-        # (stream sample, media time) where each fed block started: maps stream time to the
-        # track's media time across gaps left by dropped audio.
-        self._anchors: deque[tuple[int, float]] = deque(maxlen=4096)
         self._hits: list[KeywordHit] = []
-        self.cpu_seconds = 0.0
-        self.audio_seconds = 0.0
 
     def _media_time(self, stream_seconds: float) -> float:
-        sample = stream_seconds * SAMPLE_RATE
-        anchor_sample, anchor_time = self._anchors[0] if self._anchors else (0, 0.0)
-        for candidate_sample, candidate_time in reversed(self._anchors):
-            if candidate_sample <= sample:
-                anchor_sample, anchor_time = candidate_sample, candidate_time
-                break
-        return anchor_time + (sample - anchor_sample) / SAMPLE_RATE
-
-    def feed(self, pcm: NDArray[np.int16], media_time: float) -> list[RecognitionResult]:
-        started = time.process_time()
-        self._anchors.append((self._samples + len(self._pending), media_time))
-        pending = np.concatenate([self._pending, pcm.astype(np.int16, copy=False)])
-        results: list[RecognitionResult] = []
-        usable = len(pending) - len(pending) % self._frame_samples
-        for offset in range(0, usable, self._frame_samples):
-            self._process_frame(pending[offset : offset + self._frame_samples], results)
-        self._pending = pending[usable:].copy()
-        self.cpu_seconds += time.process_time() - started
-        self.audio_seconds += len(pcm) / SAMPLE_RATE
-        return results
+        return self._clock.media_time(stream_seconds)
 
     def flush(self) -> list[RecognitionResult]:
         """End of stream: pad the last frame, close the open utterance, report everything."""
         started = time.process_time()
         results: list[RecognitionResult] = []
-        if len(self._pending):
-            frame = np.zeros(self._frame_samples, dtype=np.int16)
-            frame[: len(self._pending)] = self._pending
-            self._pending = np.zeros(0, dtype=np.int16)
-            self._process_frame(frame, results)
+        self._flush_pending(results)
         if self._lm is not None and self._endpointer is not None:
             speech = self._endpointer.end_stream(bytes(self._endpointer.frame_bytes))
             if speech is not None:
@@ -636,15 +695,33 @@ class PocketsphinxRecognizer:
         self._hits = keep
 
 
+class StreamRecognizer(Recognizer, Protocol):
+    """What a worker process drives: a recognizer plus the counters it reports."""
+
+    skipped_phrases: list[str]
+    audio_seconds: float
+    cpu_seconds: float
+    utterances_decoded: int
+    utterances_skipped: int
+
+    def set_demand(self, demanded: bool) -> None: ...
+
+
 def create_recognizer(
     stream_id: str,
     model: ModelSpec,
     phrases: Sequence[str],
     transcribe: Transcribe,
     max_utterance_s: float = DEFAULT_MAX_UTTERANCE_S,
-) -> PocketsphinxRecognizer:
+) -> StreamRecognizer:
     if model.engine == "pocketsphinx":
         return PocketsphinxRecognizer(
             stream_id, model, phrases, transcribe=transcribe, max_utterance_s=max_utterance_s
+        )
+    if model.engine == "vosk":
+        from finrtc.compliance.vosk_recognizer import VoskRecognizer
+
+        return VoskRecognizer(
+            stream_id, model, transcribe=transcribe, max_utterance_s=max_utterance_s
         )
     raise ConfigError(f"recognizer engine {model.engine!r} is not available in this build")

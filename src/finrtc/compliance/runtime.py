@@ -29,7 +29,13 @@ def load_model(config: ComplianceConfig, base_dir: Path | None) -> ModelSpec:
     path = Path(recognizer.model_dir).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
-    return load_model_dir(path, recognizer.model_sha256)
+    model = load_model_dir(path, recognizer.model_sha256)
+    if model.engine == "vosk" and recognizer.transcribe == "off":
+        raise ConfigError(
+            "compliance.recognizer.transcribe: off needs keyphrase spotting, which the vosk "
+            f"engine of {model.source} does not have; use on_demand or always"
+        )
+    return model
 
 
 class ComplianceRuntime:

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from finrtc.compliance.wording import ENGLISH, Wording
 from finrtc.config_base import StrictModel, format_validation_error
 from finrtc.errors import ConfigError
 from finrtc.model import Role
@@ -76,11 +77,16 @@ class StageSpec(StrictModel):
 
     @property
     def prompt_text(self) -> str:
+        return self.prompt_in(ENGLISH)
+
+    def prompt_in(self, wording: Wording) -> str:
+        """The stage's prompt, or one built from its title in the script's language."""
         if self.prompt:
             return self.prompt
-        if self.role == "customer":
-            return f"Ask the customer to confirm: {self.title} (e.g. \"{self.phrases[0]}\")"
-        return f"Next required item: {self.title} (e.g. \"{self.phrases[0]}\")"
+        template = (
+            wording.ask_customer_confirm if self.role == "customer" else wording.next_required_item
+        )
+        return template.format(title=self.title, phrase=self.phrases[0])
 
 
 class Script(StrictModel):

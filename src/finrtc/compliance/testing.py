@@ -39,6 +39,26 @@ def synthesize(text: str, folder: Path, voice: str = "slt") -> NDArray[np.int16]
         return np.frombuffer(handle.readframes(handle.getnframes()), dtype=np.int16).copy()
 
 
+def synthesize_espeak(
+    text: str, folder: Path, voice: str = "cmn", speed: int = 150
+) -> NDArray[np.int16]:
+    """16 kHz mono int16 speech from Debian espeak-ng, for languages flite cannot speak
+    (`cmn` Mandarin, `ko` Korean); espeak-ng speaks at 22.05 kHz, sox resamples."""
+    espeak, sox = shutil.which("espeak-ng"), shutil.which("sox")
+    if espeak is None or sox is None:
+        raise RuntimeError("espeak-ng and sox are required: apt-get install espeak-ng sox")
+    path = folder / f"espeak{len(list(folder.glob('espeak*.wav')))}.wav"
+    subprocess.run(
+        [espeak, "-v", voice, "-s", str(speed), "-w", str(path), text], check=True, timeout=60
+    )
+    raw = subprocess.run(
+        [sox, str(path), "-t", "raw", "-r", str(SPEECH_RATE), "-c", "1", "-b", "16",
+         "-e", "signed-integer", "-"],
+        check=True, timeout=60, capture_output=True,
+    ).stdout
+    return np.frombuffer(raw, dtype=np.int16).copy()
+
+
 def silence(seconds: float) -> NDArray[np.int16]:
     return np.zeros(int(SPEECH_RATE * seconds), dtype=np.int16)
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from finrtc.compliance.matcher import Match, PhraseMatcher
 from finrtc.compliance.recognizer import KeywordHit, RecognitionResult
 from finrtc.compliance.script import Script, StageSpec
+from finrtc.compliance.wording import wording_for
 from finrtc.model import Role, Severity
 
 AGENT_AUDIENCE = frozenset({Role.AGENT, Role.OBSERVER})
@@ -117,6 +118,7 @@ class StageTracker:
         self, script: Script, matcher: PhraseMatcher | None = None, *, require_consent: bool = False
     ) -> None:
         self.script = script
+        self.wording = wording_for(script.language)
         self.matcher = matcher or PhraseMatcher(script.tolerance)
         self.require_consent = require_consent
         self.stages = [StageState(spec) for spec in script.stages]
@@ -207,7 +209,7 @@ class StageTracker:
                 self._reject(state, "consent_pending", result, now, events)
                 self._prompt(
                     "consent",
-                    "Obtain the customer's consent to the recorded sale before continuing.",
+                    self.wording.consent_before_continuing,
                     now, events, severity=Severity.WARNING, force=True,
                 )
                 continue
@@ -228,7 +230,9 @@ class StageTracker:
                         first = open_before[0]
                         self._prompt(
                             first.spec.id,
-                            f"Confirmation heard before this was covered: {first.spec.prompt_text}",
+                            self.wording.confirmation_before_covered.format(
+                                prompt=self._prompt_text(first.spec)
+                            ),
                             now, events, severity=Severity.WARNING, force=True,
                         )
                     continue
@@ -334,8 +338,9 @@ class StageTracker:
         if reason == "negation":
             self._prompt(
                 state.spec.id,
-                f"The customer did not confirm (heard: \"{result.text}\"). "
-                f"{state.spec.prompt_text}",
+                self.wording.customer_did_not_confirm.format(
+                    heard=result.text, prompt=self._prompt_text(state.spec)
+                ),
                 now, events, severity=Severity.WARNING, force=True,
             )
 
@@ -361,9 +366,12 @@ class StageTracker:
             )
         )
         if prompt and state.spec.mandatory:
-            why = {"deadline": "Deadline passed", "out_of_order": "Skipped"}.get(reason, reason)
+            why = {
+                "deadline": self.wording.deadline_passed, "out_of_order": self.wording.skipped,
+            }.get(reason, reason)
+            separator = "：" if self.script.language == "zh" else ": "
             self._prompt(
-                state.spec.id, f"{why}: {state.spec.prompt_text}", now, events,
+                state.spec.id, f"{why}{separator}{self._prompt_text(state.spec)}", now, events,
                 severity=Severity.WARNING, force=True,
             )
 
@@ -394,7 +402,7 @@ class StageTracker:
                 events.append(
                     Emitted(
                         "compliance.prompt",
-                        {"stage_id": None, "text": "All required script items are covered.",
+                        {"stage_id": None, "text": self.wording.all_covered,
                          "can_submit": self.can_submit},
                         Severity.INFO, AGENT_AUDIENCE,
                     )
@@ -403,7 +411,7 @@ class StageTracker:
         if self.require_consent and not self.consent_given and upcoming.spec.kind != "consent":
             self._prompt(
                 "consent",
-                "Ask the customer to give consent to the recorded sale (consent button).",
+                self.wording.ask_consent_button,
                 now, events,
             )
             return
@@ -420,7 +428,10 @@ class StageTracker:
                      "role": upcoming.spec.role, "at_s": round(now, 3)},
                 )
             )
-            self._prompt(upcoming.spec.id, upcoming.spec.prompt_text, now, events)
+            self._prompt(upcoming.spec.id, self._prompt_text(upcoming.spec), now, events)
+
+    def _prompt_text(self, spec: StageSpec) -> str:
+        return spec.prompt_in(self.wording)
 
     def _prompt(
         self,

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,6 +42,23 @@ from finrtc.compliance.recognizer import (
     create_recognizer,
     preload,
 )
+from finrtc.compliance.worker_protocol import (
+    AudioBlock,
+    CloseStream,
+    ControlRequest,
+    FlushStream,
+    OpenStream,
+    Progress,
+    Recognized,
+    SetDemand,
+    Stats,
+    StopWorker,
+    StreamClosed,
+    StreamFailed,
+    StreamFlushed,
+    StreamOpened,
+    WorkerReply,
+)
 from finrtc.threads import BACKGROUND_NICE, lower_thread_priority, name_native_thread
 
 log = logging.getLogger(__name__)
@@ -61,17 +77,6 @@ STATS_INTERVAL_S = 2.0
 ResultCallback = Callable[[RecognitionResult], None]
 DropCallback = Callable[[float], None]
 FailureCallback = Callable[[str], None]
-
-
-@dataclass(frozen=True, slots=True)
-class _Open:
-    stream_id: str
-    model: ModelSpec
-    phrases: tuple[str, ...]
-    transcribe: Transcribe
-    max_utterance_s: float
-    # A test hook: seconds of extra CPU work per second of audio (0 in production).
-    slowdown: float
 
 
 PR_SET_PDEATHSIG = 1
@@ -93,9 +98,9 @@ def _die_with_parent() -> None:
 
 
 def _worker_main(
-    audio: multiprocessing.Queue[Any],
-    control: multiprocessing.Queue[Any],
-    results: multiprocessing.Queue[Any],
+    audio: multiprocessing.Queue[AudioBlock],
+    control: multiprocessing.Queue[ControlRequest],
+    results: multiprocessing.Queue[WorkerReply],
     nice: int = BACKGROUND_NICE,
     model: ModelSpec | None = None,
     transcribe: Transcribe = "on_demand",
@@ -116,53 +121,52 @@ def _worker_main(
     # Audio blocks processed per stream; flush / close wait until every block queued before
     # them was processed (they travel on another queue, so they can overtake audio).
     processed: dict[str, int] = {}
-    deferred: list[tuple[Any, ...]] = []
+    deferred: list[FlushStream | CloseStream] = []
     # Recently closed streams: their straggling audio is dropped at once, not waited for.
     finished: dict[str, None] = {}
     last_stats: dict[str, tuple[float, float, int, int]] = {}
     last_report = time.monotonic()
 
-    def handle_control(message: tuple[Any, ...]) -> bool:
-        kind = message[0]
-        if kind == "stop":
-            return False
-        if kind == "demand":
-            recognizer = recognizers.get(message[1])
-            if recognizer is not None:
-                recognizer.set_demand(bool(message[2]))
-        elif kind == "open":
-            spec: _Open = message[1]
-            try:
-                recognizers[spec.stream_id] = create_recognizer(
-                    spec.stream_id, spec.model, spec.phrases, spec.transcribe, spec.max_utterance_s
-                )
-                slowdowns[spec.stream_id] = spec.slowdown
-                skipped = recognizers[spec.stream_id].skipped_phrases
-                results.put(("opened", spec.stream_id, skipped))
-            except Exception as error:
-                finished[spec.stream_id] = None
-                results.put(("failed", spec.stream_id, f"{type(error).__name__}: {error}"))
-        elif kind in ("flush", "close"):
-            stream_id, blocks_sent = message[1], message[2]
-            if processed.get(stream_id, 0) < blocks_sent and stream_id in recognizers:
-                deferred.append(message)
-                return True
-            recognizer = recognizers.get(stream_id)
-            if recognizer is not None:
-                for result in recognizer.flush():
-                    results.put(("result", result))
-                report_stats(stream_id, recognizer)
-            if kind == "close":
-                finished[stream_id] = None
-                if len(finished) > 4096:
-                    del finished[next(iter(finished))]
-                recognizers.pop(stream_id, None)
-                slowdowns.pop(stream_id, None)
-                last_stats.pop(stream_id, None)
-                processed.pop(stream_id, None)
-                results.put(("closed", stream_id))
-            else:
-                results.put(("flushed", stream_id))
+    def handle_control(message: ControlRequest) -> bool:
+        match message:
+            case StopWorker():
+                return False
+            case SetDemand(stream_id, demanded):
+                recognizer = recognizers.get(stream_id)
+                if recognizer is not None:
+                    recognizer.set_demand(demanded)
+            case OpenStream() as spec:
+                try:
+                    recognizers[spec.stream_id] = create_recognizer(
+                        spec.stream_id, spec.model, spec.phrases, spec.transcribe,
+                        spec.max_utterance_s,
+                    )
+                    slowdowns[spec.stream_id] = spec.slowdown
+                    skipped = recognizers[spec.stream_id].skipped_phrases
+                    results.put(StreamOpened(spec.stream_id, tuple(skipped)))
+                except Exception as error:
+                    finished[spec.stream_id] = None
+                    results.put(StreamFailed(spec.stream_id, f"{type(error).__name__}: {error}"))
+            case FlushStream(stream_id, blocks_sent) | CloseStream(stream_id, blocks_sent):
+                if processed.get(stream_id, 0) < blocks_sent and stream_id in recognizers:
+                    deferred.append(message)
+                    return True
+                recognizer = recognizers.get(stream_id)
+                if recognizer is not None:
+                    for result in recognizer.flush():
+                        results.put(Recognized(result))
+                    report_stats(stream_id, recognizer)
+                if isinstance(message, CloseStream):
+                    finished[stream_id] = None
+                    if len(finished) > 4096:
+                        del finished[next(iter(finished))]
+                    recognizers.pop(stream_id, None)
+                    slowdowns.pop(stream_id, None)
+                    last_stats.pop(stream_id, None)
+                    processed.pop(stream_id, None)
+                    results.put(StreamClosed(stream_id))
+                else:
+                    results.put(StreamFlushed(stream_id))
         return True
 
     def report_stats(stream_id: str, recognizer: Any) -> None:
@@ -173,8 +177,15 @@ def _worker_main(
         )
         last_stats[stream_id] = current
         if current[0] > previous[0]:
-            deltas = [now - before for now, before in zip(current, previous, strict=True)]
-            results.put(("stats", stream_id, *deltas))
+            results.put(
+                Stats(
+                    stream_id,
+                    current[0] - previous[0],
+                    current[1] - previous[1],
+                    current[2] - previous[2],
+                    current[3] - previous[3],
+                )
+            )
 
     def drain_control(block: bool) -> bool:
         while True:
@@ -192,10 +203,10 @@ def _worker_main(
         if not running:
             break
         try:
-            message = audio.get(timeout=0.05)
+            block = audio.get(timeout=0.05)
         except queue.Empty:
             continue
-        stream_id, payload, media_time = message
+        stream_id = block.stream_id
         recognizer = recognizers.get(stream_id)
         if recognizer is None and stream_id not in finished:
             # The open message may still be in flight on the control queue.
@@ -207,10 +218,10 @@ def _worker_main(
             continue
         done = processed[stream_id] = processed.get(stream_id, 0) + 1
         if done % PROGRESS_EVERY_BLOCKS == 0:
-            results.put(("progress", stream_id, done))
-        pcm = np.frombuffer(payload, dtype=np.int16)
-        for result in recognizer.feed(pcm, media_time):
-            results.put(("result", result))
+            results.put(Progress(stream_id, done))
+        pcm = np.frombuffer(block.pcm, dtype=np.int16)
+        for result in recognizer.feed(pcm, block.media_time):
+            results.put(Recognized(result))
         slowdown = slowdowns.get(stream_id, 0.0)
         if slowdown:
             # Busy-wait (not sleep) so the worker really is CPU-bound, like a slow model.
@@ -219,7 +230,7 @@ def _worker_main(
             while time.perf_counter() < until:
                 pass
             recognizer.cpu_seconds += time.process_time() - started
-        ready = [item for item in deferred if processed.get(item[1], 0) >= item[2]]
+        ready = [item for item in deferred if processed.get(item.stream_id, 0) >= item.blocks_sent]
         for item in ready:
             deferred.remove(item)
             handle_control(item)
@@ -235,7 +246,7 @@ class _Stream:
         self,
         stream_id: str,
         worker: _Worker,
-        spec: _Open,
+        spec: OpenStream,
         on_result: ResultCallback,
         on_drop: DropCallback | None,
         on_failure: FailureCallback | None,
@@ -261,8 +272,8 @@ class _Stream:
 class _Worker:
     def __init__(self, context: Any, index: int, audio_blocks: int) -> None:
         self.index = index
-        self.audio: multiprocessing.Queue[Any] = context.Queue(audio_blocks)
-        self.control: multiprocessing.Queue[Any] = context.Queue(CONTROL_QUEUE_SIZE)
+        self.audio: multiprocessing.Queue[AudioBlock] = context.Queue(audio_blocks)
+        self.control: multiprocessing.Queue[ControlRequest] = context.Queue(CONTROL_QUEUE_SIZE)
         self.process: Any = None
         self.streams: set[str] = set()
 
@@ -280,13 +291,13 @@ class StreamHandle:
         return self._pool._feed(self._stream, pcm, media_time)
 
     def flush(self) -> None:
-        self._pool._control(self._stream, ("flush", self.stream_id, self._stream.sent))
+        self._pool._control(self._stream, FlushStream(self.stream_id, self._stream.sent))
 
     def set_demand(self, demanded: bool) -> None:
         """Ask for every utterance to be decoded (transcribe: on_demand); idempotent."""
         if self._stream.demand != demanded and not self._stream.closing:
             self._stream.demand = demanded
-            self._pool._control(self._stream, ("demand", self.stream_id, demanded))
+            self._pool._control(self._stream, SetDemand(self.stream_id, demanded))
 
     def close(self) -> None:
         self._pool._close_stream(self._stream)
@@ -332,7 +343,7 @@ class RecognizerPool:
             _Worker(self._context, index, self._track_blocks * QUEUE_TRACKS_PER_WORKER)
             for index in range(workers)
         ]
-        self._results: multiprocessing.Queue[Any] = self._context.Queue(RESULT_QUEUE_SIZE)
+        self._results: multiprocessing.Queue[WorkerReply] = self._context.Queue(RESULT_QUEUE_SIZE)
         self._streams: dict[str, _Stream] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -382,7 +393,7 @@ class RecognizerPool:
         with self._lock:
             stream_id = f"{label}#{next(self._ids)}"
             worker = min(self._workers, key=lambda candidate: len(candidate.streams))
-            spec = _Open(
+            spec = OpenStream(
                 stream_id,
                 model or self.model,
                 tuple(phrases),
@@ -393,10 +404,10 @@ class RecognizerPool:
             stream = _Stream(stream_id, worker, spec, on_result, on_drop, on_failure)
             self._streams[stream_id] = stream
             worker.streams.add(stream_id)
-        self._control(stream, ("open", spec))
+        self._control(stream, spec)
         return StreamHandle(self, stream)
 
-    def _control(self, stream: _Stream, message: tuple[Any, ...]) -> None:
+    def _control(self, stream: _Stream, message: ControlRequest) -> None:
         try:
             stream.worker.control.put_nowait(message)
         except queue.Full:
@@ -418,7 +429,7 @@ class RecognizerPool:
         waiting = stream.sent - stream.acknowledged
         if waiting < self._track_blocks + PROGRESS_EVERY_BLOCKS:
             try:
-                stream.worker.audio.put_nowait((stream.stream_id, pcm, media_time))
+                stream.worker.audio.put_nowait(AudioBlock(stream.stream_id, pcm, media_time))
                 stream.sent += 1
                 return True
             except queue.Full:
@@ -433,7 +444,7 @@ class RecognizerPool:
         if stream.closing:
             return
         stream.closing = True
-        self._control(stream, ("close", stream.stream_id, stream.sent))
+        self._control(stream, CloseStream(stream.stream_id, stream.sent))
 
     def _fail(self, stream: _Stream, reason: str) -> None:
         if stream.on_failure is not None:
@@ -464,40 +475,39 @@ class RecognizerPool:
             except Exception:
                 log.exception("compliance result callback failed")
 
-    def _dispatch(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "result":
-            result: RecognitionResult = message[1]
-            stream = self._streams.get(result.stream_id)
-            if stream is not None:
-                stream.on_result(result)
-        elif kind == "progress":
-            stream = self._streams.get(message[1])
-            if stream is not None:
-                # A report from a worker that has since been replaced may exceed the new count.
-                stream.acknowledged = min(max(stream.acknowledged, message[2]), stream.sent)
-        elif kind == "opened":
-            stream = self._streams.get(message[1])
-            if stream is not None:
-                stream.skipped_phrases = list(message[2])
-        elif kind == "failed":
-            stream = self._streams.get(message[1])
-            if stream is not None:
-                self._fail(stream, f"the recognizer could not start: {message[2]}")
-        elif kind == "stats":
-            AUDIO_SECONDS.inc(message[2])
-            CPU_SECONDS.inc(max(0.0, message[3]))
-            self._utterances_decoded.inc(message[4])
-            self._utterances_skipped.inc(message[5])
-        elif kind == "flushed":
-            stream = self._streams.get(message[1])
-            if stream is not None:
-                stream.flushed.set()
-        elif kind == "closed":
-            stream = self._forget(message[1])
-            if stream is not None:
-                stream.flushed.set()
-                stream.closed.set()
+    def _dispatch(self, message: WorkerReply) -> None:
+        match message:
+            case Recognized(result):
+                stream = self._streams.get(result.stream_id)
+                if stream is not None:
+                    stream.on_result(result)
+            case Progress(stream_id, blocks_processed):
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    # A report from a worker that has since been replaced may exceed the count.
+                    stream.acknowledged = min(max(stream.acknowledged, blocks_processed), stream.sent)
+            case StreamOpened(stream_id, skipped_phrases):
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    stream.skipped_phrases = list(skipped_phrases)
+            case StreamFailed(stream_id, reason):
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    self._fail(stream, f"the recognizer could not start: {reason}")
+            case Stats():
+                AUDIO_SECONDS.inc(message.audio_seconds)
+                CPU_SECONDS.inc(max(0.0, message.cpu_seconds))
+                self._utterances_decoded.inc(message.utterances_decoded)
+                self._utterances_skipped.inc(message.utterances_skipped)
+            case StreamFlushed(stream_id):
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    stream.flushed.set()
+            case StreamClosed(stream_id):
+                stream = self._forget(stream_id)
+                if stream is not None:
+                    stream.flushed.set()
+                    stream.closed.set()
 
     def _check_workers(self) -> None:
         for worker in self._workers:
@@ -524,9 +534,9 @@ class RecognizerPool:
                 # flush / close does not wait for blocks that will never be processed.
                 stream.sent = 0
                 stream.acknowledged = 0
-                self._control(stream, ("open", stream.spec))
+                self._control(stream, stream.spec)
                 if stream.demand:
-                    self._control(stream, ("demand", stream.stream_id, True))
+                    self._control(stream, SetDemand(stream.stream_id, True))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the workers (blocking: call from a thread or at shutdown)."""
@@ -535,7 +545,7 @@ class RecognizerPool:
         self._stopping.set()
         for worker in self._workers:
             with contextlib.suppress(queue.Full, ValueError, OSError):
-                worker.control.put_nowait(("stop",))
+                worker.control.put_nowait(StopWorker())
         deadline = time.monotonic() + timeout
         for worker in self._workers:
             if worker.process is None:

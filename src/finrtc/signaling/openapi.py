@@ -471,9 +471,13 @@ def _paths(config: FinrtcConfig) -> Json:
         "/whep/{room}/{resource}": whep_session,
     }
     if config.server.demo_page:
-        for path, media in (("/", "text/html"), ("/demo.js", "application/javascript")):
+        operations = {"/": "demo_page", "/demo.js": "demo_script", "/demo-i18n.js": "demo_translations"}
+        for path, media in (
+            ("/", "text/html"), ("/demo.js", "application/javascript"),
+            ("/demo-i18n.js", "application/javascript"),
+        ):
             paths[path] = {"get": {
-                "tags": ["Development"], "operationId": "demo_page" if path == "/" else "demo_script",
+                "tags": ["Development"], "operationId": operations[path],
                 "security": [], "summary": "Demo page (server.demo_page)",
                 "responses": {"200": {"description": "Static file.",
                                       "content": {media: {"schema": {"type": "string"}}}}},

@@ -145,6 +145,11 @@ async def demo_script(request: web.Request) -> web.Response:
     return web.Response(text=script, content_type="application/javascript")
 
 
+async def demo_translations(request: web.Request) -> web.Response:
+    script = resources.files("finrtc.signaling").joinpath("static/demo-i18n.js").read_text(encoding="utf-8")
+    return web.Response(text=script, content_type="application/javascript")
+
+
 async def _measure_loop_lag(app: web.Application) -> AsyncIterator[None]:
     async def probe() -> None:
         while True:
@@ -221,6 +226,7 @@ def build_app(
     if config.server.demo_page:
         app.router.add_get("/", demo_page)
         app.router.add_get("/demo.js", demo_script)
+        app.router.add_get("/demo-i18n.js", demo_translations)
     if config.server.dev_token_endpoint:
         app.router.add_post("/dev/token", dev_token)
     return app

@@ -449,6 +449,7 @@
       updatePresence(event);
     }
     if (event.severity === "alert") addAlert(event);
+    if (event.type === "compliance.started" && window.finrtcI18n) window.finrtcI18n.useScriptLanguage(data.language);
     if (event.type.endsWith("started") && typeof data.require_consent === "boolean") {
       $("consent").hidden = !(data.require_consent && current.role === "customer");
     }
