@@ -9,13 +9,14 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 
 from finrtc import metrics
 from finrtc.auth import Grant
 from finrtc.config import LoadedConfig, RoomPolicy
-from finrtc.errors import CapacityError, ConflictError, ForbiddenError, NotFoundError
+from finrtc.errors import CapacityError, ConflictError, ForbiddenError, GoneError, NotFoundError
 from finrtc.events import EventLog, RoomEvent
 from finrtc.hooks.chain import HookChain, HookProvider
 from finrtc.hooks.contract import HookEvent
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 # Without a recording service, keyframes still come this often so late joiners recover quickly.
 DEFAULT_KEYFRAME_INTERVAL_S = 4.0
+CLOSED_ROOMS_REMEMBERED = 1024
 # Hook events are for staff: customers do not see alerts about themselves.
 STAFF = frozenset({Role.AGENT, Role.OBSERVER})
 
@@ -451,6 +453,9 @@ class RoomManager:
         self.executor = executor
         self.extension_factories = list(extension_factories)
         self.rooms: dict[str, Room] = {}
+        # Recently closed rooms (name -> why), so a late request learns "closed" (410), not "never
+        # existed" (404). Bounded: a create/close loop cannot grow it.
+        self.closed: OrderedDict[str, str] = OrderedDict()
         self.draining = False
         self._event_listeners: list[Callable[[RoomEvent], None]] = []
 
@@ -476,6 +481,10 @@ class RoomManager:
     def get(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
+            if name in self.closed:
+                raise GoneError(
+                    f"room {name!r} was closed ({self.closed[name]}); create it again to reuse the name"
+                )
             raise NotFoundError(f"room {name!r} does not exist")
         return room
 
@@ -497,6 +506,7 @@ class RoomManager:
             raise CapacityError("the server is shutting down")
         room = Room(name, policy, self, explicit=explicit)
         self.rooms[name] = room
+        self.closed.pop(name, None)
         metrics.ROOMS.inc()
         # The policy (retention, residency, script) is for staff, not for customers.
         room.events.publish(
@@ -510,6 +520,9 @@ class RoomManager:
         if self.rooms.get(name) is room:
             del self.rooms[name]
             metrics.ROOMS.dec()
+            self.closed[name] = reason
+            while len(self.closed) > CLOSED_ROOMS_REMEMBERED:
+                self.closed.popitem(last=False)
 
     def schedule_close_if_empty(self, name: str) -> None:
         async def close_if_still_empty() -> None:
