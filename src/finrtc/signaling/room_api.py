@@ -81,7 +81,9 @@ def _bearer_grant(token: str, request: web.Request) -> Grant:
     except jwt.InvalidTokenError as error:
         raise AuthError(f"the access token is malformed: {error}") from None
     if key_id is None:
-        return verify_token(token, loaded.api_secret, leeway)
+        grant = verify_token(token, loaded.api_secret, leeway)
+        request.app[ROOMS].check_token_current(grant)
+        return grant
     secret = loaded.config.auth.api_keys.get(str(key_id))
     if secret is None:
         raise AuthError("the access token names an unknown API key in its kid header")
@@ -207,7 +209,7 @@ async def _close(request: web.Request, reason: str) -> web.Response:
     rooms = request.app[ROOMS]
     room = rooms.get(name)
     # Closing ends every session; the session extensions seal the recording before this returns.
-    await rooms.close_room(name, reason)
+    await rooms.close_room(name, reason, revoke_tokens=True)
     return web.json_response({"name": name, "closed": True, "reason": reason,
                               "last_session": room.last_session_id})
 

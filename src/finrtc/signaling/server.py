@@ -81,6 +81,7 @@ async def room_events(request: web.Request) -> web.WebSocketResponse:
         if not token:
             raise AuthError("pass the access token as ?token=... or an Authorization header")
         grant = verify_token(token, loaded.api_secret, loaded.config.auth.token_leeway_s)
+        request.app[ROOMS].check_token_current(grant)
         authorize_room(grant, room_name)
     after = query_unsigned(request, "after", "an event sequence number")
     room = request.app[ROOMS].get(room_name)
