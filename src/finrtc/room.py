@@ -24,6 +24,7 @@ from finrtc.hooks.contract import HookEvent
 from finrtc.logging_setup import bind_log_context
 from finrtc.media.peer import IncomingTrack, PeerConnection
 from finrtc.media.pipeline import TrackPipeline
+from finrtc.memory import HEAP
 from finrtc.model import MediaKind, Role, Severity, TrackInfo
 from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
@@ -539,6 +540,8 @@ class RoomManager:
                 self.closed[name] = ClosedRoom(reason, time.time(), revoke_tokens)
             while len(self.closed) > CLOSED_ROOMS_REMEMBERED:
                 self.closed.popitem(last=False)
+            # The room's peers have released their native memory; let the allocator return it.
+            HEAP.release_soon()
 
     def schedule_close_if_empty(self, name: str) -> None:
         async def close_if_still_empty() -> None:
