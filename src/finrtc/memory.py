@@ -1,9 +1,11 @@
 """Give freed heap memory back to the operating system after bursts of closed calls.
 
-Each peer connection allocates native memory (DTLS, SRTP, codec contexts) that glibc's malloc
-keeps in its arenas after it is freed: after a burst of 200 abandoned offers the process stays
-~30 MB above its baseline although nothing is referenced. `malloc_trim` returns those pages;
-it runs off the event loop once a burst of room closes is over.
+Each peer connection allocates native memory (DTLS, SRTP, codec contexts) that is freed only
+when the cycle collector reclaims the closed connection, and that glibc's malloc then keeps in
+its arenas: after a burst of 200 abandoned offers an idle process stayed ~30 MB above its
+baseline although nothing was referenced. Once a burst of room closes is over, a collection and
+`malloc_trim` return those pages, off the event loop and at most once per MIN_TRIM_INTERVAL_S
+(a full collection holds the GIL for up to a few hundred ms on a busy server).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 # asynchronously), but never longer than MAX_TRIM_WAIT_S after the first close of a burst.
 TRIM_QUIET_S = 2.0
 MAX_TRIM_WAIT_S = 10.0
+MIN_TRIM_INTERVAL_S = 20.0
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -44,6 +47,7 @@ class HeapTrimmer:
         self._pending: asyncio.TimerHandle | None = None
         self._pending_loop: asyncio.AbstractEventLoop | None = None
         self._burst_started = 0.0
+        self._last_trim = -MIN_TRIM_INTERVAL_S
 
     def release_soon(self) -> None:
         """Trim once this burst of closes is over (debounced, off the event loop)."""
@@ -59,10 +63,12 @@ class HeapTrimmer:
             # (A trim still pending on another, finished loop never runs: start anew.)
             self._burst_started = now
         self._pending_loop = loop
-        self._pending = loop.call_later(TRIM_QUIET_S, self._start, loop)
+        delay = max(TRIM_QUIET_S, self._last_trim + MIN_TRIM_INTERVAL_S - now)
+        self._pending = loop.call_later(delay, self._start, loop)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._pending = None
+        self._last_trim = loop.time()
         future = loop.run_in_executor(None, _trim)
         future.add_done_callback(_log_failure)
 

@@ -104,10 +104,10 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 
 CREDENTIALS = {
-    "admin": (lambda: _basic(), 45, False),
-    "agent": (lambda: _token(Role.AGENT, "fuzz-agent"), 25, True),
-    "customer": (lambda: _token(Role.CUSTOMER, "fuzz-customer"), 25, True),
-    "anonymous": (lambda: None, 15, False),
+    "admin": (lambda: _basic(), 35, False),
+    "agent": (lambda: _token(Role.AGENT, "fuzz-agent"), 15, True),
+    "customer": (lambda: _token(Role.CUSTOMER, "fuzz-customer"), 15, True),
+    "anonymous": (lambda: None, 10, False),
 }
 
 
