@@ -342,6 +342,15 @@ def _media_operations(kind: str) -> tuple[Json, Json]:
     return endpoint, session
 
 
+def _room_links() -> Json:
+    """What a created room leads to (OpenAPI links; fuzzers and generated clients follow them)."""
+    room = {"room": "$response.body#/name"}
+    targets = {"GetRoom": "get_room", "CloseRoom": "close_room", "DeleteRoom": "delete_room",
+               "RoomEvents": "room_events", "ComplianceReport": "compliance_report",
+               "PublishMedia": "whip_publish", "PlayMedia": "whep_play"}
+    return {name: {"operationId": operation, "parameters": room} for name, operation in targets.items()}
+
+
 def _admin_op(operation_id: str, summary: str, responses: Json, **extra: Any) -> Json:
     operation: Json = {"tags": ["Rooms"], "operationId": operation_id, "summary": summary,
                        "security": ADMIN_SECURITY, "responses": responses}
@@ -387,7 +396,8 @@ def _paths(config: FinrtcConfig) -> Json:
         }},
         "/v1/rooms": {
             "post": _admin_op("create_room", "Create a room with its policy", {
-                "201": _json("Created.", _ref("Room"), {"Location": _header("/v1/rooms/{name}")}),
+                "201": {**_json("Created.", _ref("Room"), {"Location": _header("/v1/rooms/{name}")}),
+                        "links": _room_links()},
                 "400": BAD_REQUEST, **auth_errors,
                 "409": _error("A room with this name exists."), "413": TOO_LARGE, "415": UNSUPPORTED,
                 "503": UNAVAILABLE,
