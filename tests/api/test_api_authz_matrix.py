@@ -24,10 +24,10 @@ import pytest
 from finrtc.config import LoadedConfig
 from finrtc.signaling.context import ROOMS as ROOMS_KEY
 from finrtc.signaling.openapi import build_openapi
-from tests.api.conftest import API_KEY, API_KEY_SECRET, ORIGIN, basic
+from tests.api.conftest import api_config, basic
 from tests.api.contract import check_response
 from tests.api.test_api_contract import routed
-from tests.conftest import TEST_SECRET, RunningServer, make_loaded, start_server
+from tests.conftest import TEST_SECRET, RunningServer, start_server
 from tests.support import webrtc_client as client
 from tests.support.media import ToneAudioTrack
 
@@ -191,13 +191,7 @@ class World:
 
 @pytest.fixture
 def server_config(tmp_path: Path) -> LoadedConfig:
-    return make_loaded(
-        tmp_path,
-        archive={"enabled": False},
-        compliance={"enabled": False},
-        auth={"api_keys": {API_KEY: API_KEY_SECRET}},
-        server={"cors_allow_origins": [ORIGIN], "demo_page": True, "dev_token_endpoint": True},
-    )
+    return api_config(tmp_path, demo_page=True, dev_token_endpoint=True)
 
 
 @pytest.fixture

@@ -13,22 +13,16 @@ from finrtc.config import LoadedConfig
 from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from finrtc.signaling.openapi import build_openapi
-from tests.api.conftest import API_KEY, API_KEY_SECRET, ORIGIN, basic, bearer, participant_token
+from tests.api.conftest import api_config, basic, bearer, participant_token
 from tests.api.contract import check_response
-from tests.conftest import RunningServer, make_loaded
+from tests.conftest import RunningServer
 
 JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
 def server_config(tmp_path: Path) -> LoadedConfig:
-    return make_loaded(
-        tmp_path,
-        archive={"enabled": False},
-        compliance={"enabled": False, "scripts": {"mifid": "builtin:demo_insurance_en"}},
-        auth={"api_keys": {API_KEY: API_KEY_SECRET}},
-        server={"cors_allow_origins": [ORIGIN], "dev_token_endpoint": True},
-    )
+    return api_config(tmp_path, dev_token_endpoint=True)
 
 
 async def _call(
