@@ -40,6 +40,7 @@ class Grant:
     can_subscribe: bool
     admin: bool = False
     expires_at: float = 0.0
+    issued_at: float = 0.0
 
 
 def mint_token(
@@ -107,6 +108,12 @@ def verify_token(token: str, secret: str, leeway_s: float = 5.0) -> Grant:
     for flag in ("can_publish", "can_subscribe", "admin"):
         if flag in claims and not isinstance(claims[flag], bool):
             raise AuthError(f"the access token's {flag} claim must be true or false")
+    try:
+        expires_at = float(claims["exp"])
+        # Backends may mint tokens without iat: nbf (required) is then the earliest issue time.
+        issued_at = float(claims.get("iat", claims["nbf"]))
+    except OverflowError:
+        raise AuthError("the access token's exp, nbf or iat claim is out of range") from None
     return Grant(
         identity=str(claims["sub"]),
         room=room,
@@ -114,7 +121,8 @@ def verify_token(token: str, secret: str, leeway_s: float = 5.0) -> Grant:
         can_publish=bool(claims.get("can_publish", False)),
         can_subscribe=bool(claims.get("can_subscribe", False)),
         admin=bool(claims.get("admin", False)),
-        expires_at=float(claims["exp"]),
+        expires_at=expires_at,
+        issued_at=issued_at,
     )
 
 

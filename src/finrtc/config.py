@@ -33,6 +33,9 @@ class ServerConfig(StrictModel):
     max_body_bytes: int = Field(default=128 * 1024, ge=1024)
     cors_allow_origins: list[str] = Field(default_factory=list)
     drain_timeout_s: float = Field(default=10.0, ge=0)
+    # A connection that has not completed a request (slow headers, slowloris) or sits idle
+    # between requests this long is closed; WebSockets and running requests are not affected.
+    idle_connection_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     demo_page: bool = False
     dev_token_endpoint: bool = False
 

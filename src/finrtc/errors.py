@@ -23,6 +23,10 @@ class NotFoundError(FinrtcError):
     """A room, session or resource does not exist (HTTP 404)."""
 
 
+class GoneError(NotFoundError):
+    """A room that existed has been closed (HTTP 410); creating it again reuses the name."""
+
+
 class ConflictError(FinrtcError):
     """The request conflicts with the current state (HTTP 409)."""
 

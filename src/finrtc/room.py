@@ -9,19 +9,22 @@ import asyncio
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 from finrtc import metrics
 from finrtc.auth import Grant
 from finrtc.config import LoadedConfig, RoomPolicy
-from finrtc.errors import CapacityError, ConflictError, ForbiddenError, NotFoundError
+from finrtc.errors import AuthError, CapacityError, ConflictError, ForbiddenError, GoneError, NotFoundError
 from finrtc.events import EventLog, RoomEvent
 from finrtc.hooks.chain import HookChain, HookProvider
 from finrtc.hooks.contract import HookEvent
 from finrtc.logging_setup import bind_log_context
 from finrtc.media.peer import IncomingTrack, PeerConnection
 from finrtc.media.pipeline import TrackPipeline
+from finrtc.memory import HEAP
 from finrtc.model import MediaKind, Role, TrackInfo
 from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
 from finrtc.room_events import (
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 # Without a recording service, keyframes still come this often so late joiners recover quickly.
 DEFAULT_KEYFRAME_INTERVAL_S = 4.0
+CLOSED_ROOMS_REMEMBERED = 1024
 
 
 class Room:
@@ -433,6 +437,15 @@ class Room:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedRoom:
+    reason: str
+    at: float
+    # Closed through the room API (the call is over): the room's earlier participant tokens are
+    # revoked. A room that closed because it emptied keeps them, so a dropped client can rejoin.
+    revoked_tokens: bool
+
+
 class RoomManager:
     def __init__(
         self,
@@ -447,6 +460,10 @@ class RoomManager:
         self.executor = executor
         self.extension_factories = list(extension_factories)
         self.rooms: dict[str, Room] = {}
+        # Recently closed rooms, so a late request learns "closed" (410), not "never existed"
+        # (404), and participant tokens issued before the close stop working (the call they were
+        # for is over). Kept when the name is reused; bounded, so a create/close loop cannot grow it.
+        self.closed: OrderedDict[str, ClosedRoom] = OrderedDict()
         self.draining = False
         self._event_listeners: list[Callable[[RoomEvent], None]] = []
 
@@ -472,6 +489,11 @@ class RoomManager:
     def get(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
+            closed = self.closed.get(name)
+            if closed is not None:
+                raise GoneError(
+                    f"room {name!r} was closed ({closed.reason}); create it again to reuse the name"
+                )
             raise NotFoundError(f"room {name!r} does not exist")
         return room
 
@@ -498,12 +520,22 @@ class RoomManager:
         room.events.emit(RoomStarted(policy=policy.model_dump(), explicit=explicit))
         return room
 
-    async def close_room(self, name: str, reason: str = "closed") -> None:
+    async def close_room(self, name: str, reason: str = "closed", *, revoke_tokens: bool = False) -> None:
         room = self.get(name)
         await room.close(reason)
         if self.rooms.get(name) is room:
             del self.rooms[name]
             metrics.ROOMS.dec()
+            earlier = self.closed.pop(name, None)
+            # Closing again without revoking must not un-revoke what an earlier close revoked.
+            if earlier is not None and earlier.revoked_tokens and not revoke_tokens:
+                self.closed[name] = ClosedRoom(reason, earlier.at, True)
+            else:
+                self.closed[name] = ClosedRoom(reason, time.time(), revoke_tokens)
+            while len(self.closed) > CLOSED_ROOMS_REMEMBERED:
+                self.closed.popitem(last=False)
+            # The room's peers have released their native memory; let the allocator return it.
+            HEAP.release_soon()
 
     def schedule_close_if_empty(self, name: str) -> None:
         async def close_if_still_empty() -> None:
@@ -517,6 +549,19 @@ class RoomManager:
         self.draining = True
         for name in list(self.rooms):
             await self.close_room(name, reason)
+
+    def check_token_current(self, grant: Grant) -> None:
+        """Participant tokens die with the room they were issued for: one issued before its room
+        was closed opens no new call under that name (admin tokens are the operator's)."""
+        if grant.admin or grant.room is None:
+            return
+        closed = self.closed.get(grant.room)
+        # iat has whole seconds: a token minted in the second of the close still works.
+        if closed is not None and closed.revoked_tokens and grant.issued_at < int(closed.at):
+            raise AuthError(
+                f"this token was issued for room {grant.room!r} before it was closed ({closed.reason}); "
+                "ask the backend for a new token"
+            )
 
     def check_role_can_view(self, grant: Grant, room: Room) -> None:
         if grant.role is Role.CUSTOMER and grant.room != room.name:

@@ -31,7 +31,11 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 async def serve(loaded: LoadedConfig) -> int:
     prepare_data_dir(loaded)
     app = build_app(loaded)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None,
+        # aiohttp's own default (an hour) would let slow-header clients hold sockets that long.
+        keepalive_timeout=loaded.config.server.idle_connection_timeout_s,
+    )
     await runner.setup()
     server = loaded.config.server
     site = web.TCPSite(runner, server.host, server.port, shutdown_timeout=1.0)

@@ -20,15 +20,20 @@ API_KEY_SECRET = "api-key-secret-" + "k" * 32
 ORIGIN = "https://branch.bank.example"
 
 
-@pytest.fixture
-def server_config(tmp_path: Path) -> LoadedConfig:
+def api_config(tmp_path: Path, **server: Any) -> LoadedConfig:
+    """No archive, compliance off (one script known), an API key, a CORS origin, `server` flags."""
     return make_loaded(
         tmp_path,
         archive={"enabled": False},
         compliance={"enabled": False, "scripts": {"mifid": "builtin:demo_insurance_en"}},
         auth={"api_keys": {API_KEY: API_KEY_SECRET}},
-        server={"cors_allow_origins": [ORIGIN]},
+        server={"cors_allow_origins": [ORIGIN], **server},
     )
+
+
+@pytest.fixture
+def server_config(tmp_path: Path) -> LoadedConfig:
+    return api_config(tmp_path)
 
 
 def basic(key: str = API_KEY, secret: str = API_KEY_SECRET) -> dict[str, str]:

@@ -3,6 +3,7 @@ changes (rooms, participants, policies are the same afterwards)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import aiohttp
@@ -178,7 +179,8 @@ async def test_room_request_authorization_for_per_room_routes(
     the room's own participants, and nobody else."""
     from aiohttp import web
 
-    from finrtc.signaling.context import CONFIG
+    from finrtc.room import RoomManager
+    from finrtc.signaling.context import CONFIG, ROOMS
     from finrtc.signaling.http_errors import error_middleware
     from finrtc.signaling.room_api import authorize_room_request
 
@@ -188,6 +190,8 @@ async def test_room_request_authorization_for_per_room_routes(
 
     app = web.Application(middlewares=[error_middleware])
     app[CONFIG] = server_config
+    executor = ThreadPoolExecutor(1)
+    app[ROOMS] = RoomManager(server_config, [], executor)
     app.router.add_get("/v1/rooms/{room}/whoami", whoami)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -213,3 +217,4 @@ async def test_room_request_authorization_for_per_room_routes(
                     assert body["identity"] == identity
     finally:
         await runner.cleanup()
+        executor.shutdown()

@@ -99,7 +99,13 @@ async def test_consent_then_stage_then_final_report(
     response = await client.post(
         "/v1/rooms/sale1/consent", headers=token(Role.CUSTOMER, "bob"), data=b"{nope"
     )
-    assert response.status == 400
+    assert response.status == 415
+    for bad in (b"{nope", b'{"granted": "yes"}', b"\xff\xfe", b"[true]"):
+        response = await client.post(
+            "/v1/rooms/sale1/consent",
+            headers={**token(Role.CUSTOMER, "bob"), "Content-Type": "application/json"}, data=bad,
+        )
+        assert response.status == 400, bad
 
     agent = TrackInfo("sale1", "s", "alice", Role.AGENT, "t1", MediaKind.AUDIO)
     session.observe(agent, RecognitionResult(

@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pkgutil
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +17,7 @@ from prometheus_client import generate_latest
 
 import finrtc
 from finrtc.metrics import REGISTRY
+from tests.support.live_server import free_port, live_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOGUE = ROOT / "docs" / "metrics.md"
@@ -261,13 +256,6 @@ def parse_exposition(text: str) -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 @pytest.fixture(scope="module")
 def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> str:
     """/metrics of a real `finrtc serve` process with every optional subsystem configured."""
@@ -275,53 +263,19 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> str:
 
     root = tmp_path_factory.mktemp("live")
     keys = generate_keys(root / "data" / "keys")
-    port = free_port()
-    config = {
-        "data_dir": str(root / "data"),
-        "server": {"host": "127.0.0.1", "port": port},
-        "hooks": [{"use": "visible_watermark"}, {"use": "face_presence"}],
-        "archive": {
+    with live_server(
+        root,
+        hooks=[{"use": "visible_watermark"}, {"use": "face_presence"}],
+        archive={
+            "enabled": True,
             "signer_key_file": str(keys.signer_key),
             "archive_public_key_files": [str(keys.archive_pub)],
         },
-        "compliance": {"scripts": {"demo": "builtin:demo_insurance_en"}},
-        "rooms": {"default_policy": {"script": "demo"}},
-        "webhooks": {"endpoints": [{"name": "backend", "url": f"http://127.0.0.1:{free_port()}/"}]},
-    }
-    config_path = root / "finrtc.yaml"
-    config_path.write_text(json.dumps(config))  # JSON is YAML
-    env = {**os.environ, "FINRTC_API_SECRET": "live-" + "s" * 44}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "finrtc", "serve", "--config", str(config_path)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                output = process.stderr.read() if process.stderr else ""
-                raise AssertionError(f"finrtc serve exited: {output}")
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("finrtc serve did not become healthy within 60 s")
-            time.sleep(0.2)
-        with urllib.request.urlopen(base + "/metrics", timeout=10) as response:
-            text: str = response.read().decode()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        compliance={"enabled": True, "scripts": {"demo": "builtin:demo_insurance_en"}},
+        rooms={"default_policy": {"script": "demo"}},
+        webhooks={"endpoints": [{"name": "backend", "url": f"http://127.0.0.1:{free_port()}/"}]},
+    ) as server, urllib.request.urlopen(server.base + "/metrics", timeout=10) as response:
+        text: str = response.read().decode()
     return text
 
 

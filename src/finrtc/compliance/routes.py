@@ -20,11 +20,23 @@ from aiohttp import web
 from finrtc.auth import Grant
 from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.report import render_html
-from finrtc.errors import BadRequestError, ForbiddenError, NotFoundError
+from finrtc.config_base import StrictModel
+from finrtc.errors import ConflictError, ForbiddenError, NotFoundError
 from finrtc.model import Role
+from finrtc.signaling.parsing import json_object, validated
 
 Lookup = Callable[[str], "ComplianceMonitor | dict[str, Any] | None"]
 Authorize = Callable[[web.Request, str], "Grant | Awaitable[Grant]"]
+# Raises NotFoundError (or its GoneError) unless the room is open.
+RequireRoom = Callable[[web.Request, str], object]
+
+
+class ConsentBody(StrictModel):
+    granted: bool = True
+
+
+def _no_rooms(request: web.Request, room: str) -> object:
+    raise NotFoundError(f"room {room!r} does not exist")
 
 REPORT_ROLES = frozenset({Role.AGENT, Role.OBSERVER})
 
@@ -58,7 +70,16 @@ async def _grant(authorize: Authorize, request: web.Request, room: str) -> Grant
     return result
 
 
-def compliance_routes(lookup: Lookup, authorize: Authorize) -> list[web.RouteDef]:
+def compliance_routes(
+    lookup: Lookup, authorize: Authorize, require_room: RequireRoom = _no_rooms
+) -> list[web.RouteDef]:
+    """`require_room(request, room)` raises unless the room is open: an open room without a
+    compliance session answers 409 (its policy names no script), a closed one 410, others 404."""
+
+    def missing(request: web.Request, room: str, what: str) -> Exception:
+        require_room(request, room)
+        return ConflictError(f"room {room!r} has {what}")
+
     async def get_report(request: web.Request) -> web.StreamResponse:
         room = request.match_info["room"]
         grant = await _grant(authorize, request, room)
@@ -69,9 +90,7 @@ def compliance_routes(lookup: Lookup, authorize: Authorize) -> list[web.RouteDef
             )
         found = lookup(room)
         if found is None:
-            raise NotFoundError(
-                f"room {room!r} has no compliance session (its policy names no script)"
-            )
+            raise missing(request, room, "no compliance session (its policy names no script)")
         report = found.report() if isinstance(found, ComplianceMonitor) else found
         if _prefers_html(request):
             return web.Response(text=render_html(report), content_type="text/html")
@@ -84,16 +103,9 @@ def compliance_routes(lookup: Lookup, authorize: Authorize) -> list[web.RouteDef
             raise ForbiddenError("only the customer can give or withdraw consent")
         found = lookup(room)
         if not isinstance(found, ComplianceMonitor):
-            raise NotFoundError(f"room {room!r} has no live compliance session")
-        granted = True
-        if request.can_read_body:
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise BadRequestError('the body must be JSON like {"granted": true}') from None
-            if not isinstance(body, dict) or not isinstance(body.get("granted", True), bool):
-                raise BadRequestError('the body must be JSON like {"granted": true}')
-            granted = body.get("granted", True)
+            raise missing(request, room, "no live compliance session")
+        body = await json_object(request, optional=True, example='{"granted": true}')
+        granted = validated(ConsentBody, body).granted
         state = found.record_consent(grant.identity, grant.role, granted)
         return web.json_response(state)
 

@@ -16,6 +16,7 @@ from finrtc.config import FinrtcConfig, RoomPolicy
 Json = dict[str, Any]
 
 NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+MAX_SEQ = 2**63 - 1
 
 
 def _ref(name: str) -> Json:
@@ -56,6 +57,7 @@ UNAVAILABLE = _error(
     "A capacity limit (room full) or the server is draining; retry later or elsewhere.",
     {"Retry-After": _header("Seconds to wait.", {"type": "integer"})},
 )
+GONE = _error("The room was closed; creating it again (or a first publish) reuses the name.")
 METHOD_NOT_ALLOWED = _error(
     "The method is not supported on this URL.", {"Allow": _header("The methods that are.")}
 )
@@ -77,9 +79,13 @@ ADMIN_SECURITY: list[Json] = [{"apiKey": []}, {"adminToken": []}]
 PARTICIPANT_SECURITY: list[Json] = [{"participantToken": []}]
 
 
-def _policy_schema() -> Json:
+def _policy_schema(config: FinrtcConfig) -> Json:
     # The same strict model validates requests; deriving the schema from it keeps them in step.
     schema = RoomPolicy.model_json_schema()
+    # The names the server accepts are this config's: a schema-valid policy is an accepted one.
+    schema["properties"]["script"] = {"enum": [*sorted(config.compliance.scripts), None], "default": None}
+    schema["properties"]["retention_class"] = {
+        "enum": sorted(config.archive.retention_classes), "default": "default"}
     schema.pop("title", None)
     schema["additionalProperties"] = False
     schema["description"] = (
@@ -92,7 +98,7 @@ def _policy_schema() -> Json:
     return schema
 
 
-def _schemas() -> Json:
+def _schemas(config: FinrtcConfig) -> Json:
     return {
         "Error": {
             "type": "object", "required": ["error"], "additionalProperties": False,
@@ -104,7 +110,7 @@ def _schemas() -> Json:
                 },
             }},
         },
-        "RoomPolicy": _policy_schema(),
+        "RoomPolicy": _policy_schema(config),
         "CreateRoomRequest": {
             "type": "object", "required": ["name"], "additionalProperties": False,
             "properties": {
@@ -336,6 +342,15 @@ def _media_operations(kind: str) -> tuple[Json, Json]:
     return endpoint, session
 
 
+def _room_links() -> Json:
+    """What a created room leads to (OpenAPI links; fuzzers and generated clients follow them)."""
+    room = {"room": "$response.body#/name"}
+    targets = {"GetRoom": "get_room", "CloseRoom": "close_room", "DeleteRoom": "delete_room",
+               "RoomEvents": "room_events", "ComplianceReport": "compliance_report",
+               "PublishMedia": "whip_publish", "PlayMedia": "whep_play"}
+    return {name: {"operationId": operation, "parameters": room} for name, operation in targets.items()}
+
+
 def _admin_op(operation_id: str, summary: str, responses: Json, **extra: Any) -> Json:
     operation: Json = {"tags": ["Rooms"], "operationId": operation_id, "summary": summary,
                        "security": ADMIN_SECURITY, "responses": responses}
@@ -381,7 +396,8 @@ def _paths(config: FinrtcConfig) -> Json:
         }},
         "/v1/rooms": {
             "post": _admin_op("create_room", "Create a room with its policy", {
-                "201": _json("Created.", _ref("Room"), {"Location": _header("/v1/rooms/{name}")}),
+                "201": {**_json("Created.", _ref("Room"), {"Location": _header("/v1/rooms/{name}")}),
+                        "links": _room_links()},
                 "400": BAD_REQUEST, **auth_errors,
                 "409": _error("A room with this name exists."), "413": TOO_LARGE, "415": UNSUPPORTED,
                 "503": UNAVAILABLE,
@@ -429,12 +445,14 @@ def _paths(config: FinrtcConfig) -> Json:
                     {"name": "token", "in": "query", "required": False, "schema": {"type": "string"},
                      "description": "The access token, for clients that cannot set headers."},
                     {"name": "after", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 0}},
+                     "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ}},
                 ],
                 "responses": {
                     "101": {"description": "Switching to the WebSocket protocol; messages are RoomEvent.",
                             "content": {"application/json": {"schema": _ref("RoomEvent")}}},
                     "400": BAD_REQUEST, **auth_errors, "404": NOT_FOUND,
+                    "426": _error("Not a WebSocket upgrade request.",
+                                  {"Upgrade": _header("websocket")}),
                 },
             },
         },
@@ -448,7 +466,9 @@ def _paths(config: FinrtcConfig) -> Json:
                     "200": {"description": "The report; HTML when Accept prefers text/html.",
                             "content": {"application/json": {"schema": _ref("ComplianceReport")},
                                         "text/html": {"schema": {"type": "string"}}}},
-                    **auth_errors, "404": _error("The room has no compliance session."),
+                    "400": BAD_REQUEST, **auth_errors,
+                    "404": _error("No such room, and no final report of a closed one."),
+                    "409": _error("The room exists but its policy names no compliance script."),
                 },
             },
         },
@@ -461,7 +481,9 @@ def _paths(config: FinrtcConfig) -> Json:
                 "responses": {
                     "200": _json("The consent state.", _ref("ConsentState")),
                     "400": BAD_REQUEST, **auth_errors,
-                    "404": _error("The room has no live compliance session."),
+                    "404": _error("No such room."),
+                    "409": _error("The room exists but has no live compliance session."),
+                    "413": TOO_LARGE, "415": UNSUPPORTED,
                 },
             },
         },
@@ -487,19 +509,36 @@ def _paths(config: FinrtcConfig) -> Json:
             "tags": ["Development"], "operationId": "dev_token", "security": [],
             "summary": "Mint a 4-hour participant token without credentials (server.dev_token_endpoint)",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["room", "identity", "role"],
-                "properties": {"room": {"type": "string"}, "identity": {"type": "string"},
+                "type": "object", "required": ["room", "identity", "role"], "additionalProperties": False,
+                "properties": {"room": {"type": "string", "pattern": NAME_PATTERN},
+                               "identity": {"type": "string", "pattern": NAME_PATTERN},
                                "role": _ref("Role")}}}}},
             "responses": {"200": _json("The token.", {
                 "type": "object", "required": ["token", "room", "identity", "role"],
                 "properties": {"token": {"type": "string"}, "room": {"type": "string"},
                                "identity": {"type": "string"}, "role": _ref("Role")}}),
-                "400": BAD_REQUEST},
+                "400": BAD_REQUEST, "413": TOO_LARGE, "415": UNSUPPORTED},
         }}
     return paths
 
 
+def _document_name_checks(paths: Json) -> None:
+    """Every operation under a path with a name parameter answers 400 for a malformed name (the
+    error middleware checks them before any handler runs), and one on a room 410 once the room
+    is closed."""
+    for template, item in paths.items():
+        if "{room}" not in template and "{identity}" not in template:
+            continue
+        for method, operation in item.items():
+            if method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
+                operation["responses"].setdefault("400", BAD_REQUEST)
+                if "{room}" in template and method != "options":
+                    operation["responses"].setdefault("410", GONE)
+
+
 def build_openapi(config: FinrtcConfig) -> Json:
+    paths = _paths(config)
+    _document_name_checks(paths)
     document: Json = {
         "openapi": "3.1.0",
         "info": {
@@ -512,9 +551,9 @@ def build_openapi(config: FinrtcConfig) -> Json:
         "servers": [{"url": "/"}],
         "tags": [{"name": name} for name in
                  ("Rooms", "WHIP", "WHEP", "Events", "Compliance", "Operations", "Development")],
-        "paths": _paths(config),
+        "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(config),
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "basic",
                            "description": "An API key id and its secret from auth.api_keys."},

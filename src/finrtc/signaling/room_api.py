@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import time
 from typing import Any, Literal
 
@@ -28,6 +27,7 @@ from finrtc.errors import AuthError, BadRequestError, ForbiddenError
 from finrtc.model import Role
 from finrtc.signaling.context import CONFIG, ROOMS
 from finrtc.signaling.openapi import build_openapi
+from finrtc.signaling.parsing import check_name_fields, json_object, validated, validation_message
 
 MAX_TOKEN_TTL_S = 24 * 3600
 # Compared against when the key id is unknown so timing does not reveal which ids exist.
@@ -51,37 +51,6 @@ class TokenBody(StrictModel):
     ttl_s: int = Field(default=3600, ge=1, le=MAX_TOKEN_TTL_S)
     can_publish: bool | None = None
     can_subscribe: bool = True
-
-
-def _validation_message(error: ValidationError, prefix: str = "") -> str:
-    problems = []
-    for item in error.errors():
-        path = ".".join(str(part) for part in item["loc"])
-        if prefix:
-            path = f"{prefix}.{path}" if path else prefix
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{path}: unknown field")
-        elif item["type"] == "missing":
-            problems.append(f"{path}: required")
-        else:
-            got = item.get("input")
-            problems.append(f"{path}: {item['msg']} (got {json.dumps(got, default=str)})")
-    return "; ".join(problems)
-
-
-async def _json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    if optional and not request.can_read_body:
-        return {}
-    if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(text="send the body as Content-Type: application/json")
-    raw = await request.read()
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadRequestError(f"the body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
-    return body
 
 
 # ---- authentication ----------------------------------------------------------------------------
@@ -112,7 +81,9 @@ def _bearer_grant(token: str, request: web.Request) -> Grant:
     except jwt.InvalidTokenError as error:
         raise AuthError(f"the access token is malformed: {error}") from None
     if key_id is None:
-        return verify_token(token, loaded.api_secret, leeway)
+        grant = verify_token(token, loaded.api_secret, leeway)
+        request.app[ROOMS].check_token_current(grant)
+        return grant
     secret = loaded.config.auth.api_keys.get(str(key_id))
     if secret is None:
         raise AuthError("the access token names an unknown API key in its kid header")
@@ -166,6 +137,11 @@ def authorize_room_request(request: web.Request, room: str) -> Grant:
     return grant
 
 
+def require_room(request: web.Request, room: str) -> object:
+    """The open room, or NotFoundError / GoneError (closed)."""
+    return request.app[ROOMS].get(room)
+
+
 # ---- handlers ----------------------------------------------------------------------------------
 
 
@@ -185,15 +161,9 @@ def _check_policy_references(policy: RoomPolicy, config: FinrtcConfig) -> None:
 
 async def create_room(request: web.Request) -> web.Response:
     grant = require_admin(request, None)
-    body = await _json_body(request)
-    try:
-        parsed = CreateRoomBody.model_validate(body)
-    except ValidationError as error:
-        raise BadRequestError(_validation_message(error)) from None
-    try:
-        name = check_name(parsed.name, "room name")
-    except BadRequestError as error:
-        raise BadRequestError(f"name: {error}") from None
+    parsed = validated(CreateRoomBody, await json_object(request))
+    check_name_fields({"name": parsed.name})
+    name = parsed.name
     check_scope(grant, name)
     config = request.app[CONFIG].config
     # The request states only what differs from the operator's default policy.
@@ -201,7 +171,7 @@ async def create_room(request: web.Request) -> web.Response:
     try:
         policy = RoomPolicy.model_validate(merged)
     except ValidationError as error:
-        raise BadRequestError(_validation_message(error, "policy")) from None
+        raise BadRequestError(validation_message(error, "policy")) from None
     _check_policy_references(policy, config)
     room = request.app[ROOMS].create(name, policy)
     return web.json_response(room.to_json(), status=201, headers={"Location": f"/v1/rooms/{name}"})
@@ -239,18 +209,14 @@ async def _close(request: web.Request, reason: str) -> web.Response:
     rooms = request.app[ROOMS]
     room = rooms.get(name)
     # Closing ends every session; the session extensions seal the recording before this returns.
-    await rooms.close_room(name, reason)
+    await rooms.close_room(name, reason, revoke_tokens=True)
     return web.json_response({"name": name, "closed": True, "reason": reason,
                               "last_session": room.last_session_id})
 
 
 async def close_room(request: web.Request) -> web.Response:
     require_admin(request, _room_name(request))
-    body = await _json_body(request, optional=True)
-    try:
-        parsed = CloseRoomBody.model_validate(body)
-    except ValidationError as error:
-        raise BadRequestError(_validation_message(error)) from None
+    parsed = validated(CloseRoomBody, await json_object(request, optional=True))
     return await _close(request, parsed.reason)
 
 
@@ -260,16 +226,8 @@ async def delete_room(request: web.Request) -> web.Response:
 
 async def create_token(request: web.Request) -> web.Response:
     grant = require_admin(request, None)
-    body = await _json_body(request)
-    try:
-        parsed = TokenBody.model_validate(body)
-    except ValidationError as error:
-        raise BadRequestError(_validation_message(error)) from None
-    for field, what in (("room", "room name"), ("identity", "identity")):
-        try:
-            check_name(getattr(parsed, field), what)
-        except BadRequestError as error:
-            raise BadRequestError(f"{field}: {error}") from None
+    parsed = validated(TokenBody, await json_object(request))
+    check_name_fields({"room": parsed.room, "identity": parsed.identity})
     check_scope(grant, parsed.room)
     issued_at = int(time.time())
     token = mint_token(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
+from typing import Literal
 
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,7 +19,8 @@ from finrtc import metrics
 from finrtc.auth import authorize_room, check_name, mint_token, verify_token
 from finrtc.compliance.routes import compliance_routes
 from finrtc.config import LoadedConfig
-from finrtc.errors import AuthError, BadRequestError
+from finrtc.config_base import StrictModel
+from finrtc.errors import AuthError
 from finrtc.hooks.chain import HookProvider
 from finrtc.hooks.loader import load_hooks
 from finrtc.logging_setup import log_context
@@ -30,13 +31,16 @@ from finrtc.services import Services
 from finrtc.session import ExtensionFactory
 from finrtc.signaling import room_api, whip
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
-from finrtc.signaling.http_errors import Handler, error_middleware
+from finrtc.signaling.http_errors import Handler, error_middleware, quiet_malformed_request_logs
+from finrtc.signaling.parsing import check_name_fields, json_object, query_unsigned, validated
 from finrtc.threads import name_native_thread
 from finrtc.webhooks.sender import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 LAG_PROBE_INTERVAL_S = 0.1
+# Clients only send pings and closes on the events socket; anything larger is abuse.
+EVENTS_MAX_CLIENT_MESSAGE_BYTES = 4096
 
 
 @web.middleware
@@ -77,16 +81,24 @@ async def room_events(request: web.Request) -> web.WebSocketResponse:
         if not token:
             raise AuthError("pass the access token as ?token=... or an Authorization header")
         grant = verify_token(token, loaded.api_secret, loaded.config.auth.token_leeway_s)
+        request.app[ROOMS].check_token_current(grant)
         authorize_room(grant, room_name)
-    after_text = request.query.get("after")
-    try:
-        after = int(after_text) if after_text is not None else None
-    except ValueError:
-        raise BadRequestError("after must be an event sequence number") from None
+    after = query_unsigned(request, "after", "an event sequence number")
     room = request.app[ROOMS].get(room_name)
+    socket = web.WebSocketResponse(heartbeat=20, max_msg_size=EVENTS_MAX_CLIENT_MESSAGE_BYTES)
+    if not socket.can_prepare(request).ok:
+        # Checked before subscribing: a plain GET must not leave a subscription behind.
+        raise web.HTTPUpgradeRequired(
+            headers={"Upgrade": "websocket"},
+            text="this URL is a WebSocket: send Connection: Upgrade, Upgrade: websocket and a "
+            "Sec-WebSocket-Key (RFC 6455)",
+        )
     subscription, complete = room.events.subscribe(grant.role, after)
-    socket = web.WebSocketResponse(heartbeat=20)
-    await socket.prepare(request)
+    try:
+        await socket.prepare(request)
+    except BaseException:
+        room.events.unsubscribe(subscription)
+        raise
     try:
         await socket.send_json(
             {"type": "hello", "room": room_name, "role": grant.role.value, "replay_complete": complete}
@@ -115,24 +127,25 @@ async def room_events(request: web.Request) -> web.WebSocketResponse:
     return socket
 
 
+class DevTokenBody(StrictModel):
+    room: str
+    identity: str
+    role: Literal["agent", "customer", "observer"]
+
+
 async def dev_token(request: web.Request) -> web.Response:
     """Dev mode only: mint a token for the demo page."""
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        raise BadRequestError('send JSON: {"room": ..., "identity": ..., "role": ...}') from None
-    if not isinstance(body, dict):
-        raise BadRequestError("the body must be a JSON object")
-    try:
-        role = Role(str(body.get("role", "")))
-    except ValueError:
-        raise BadRequestError("role must be agent, customer or observer") from None
-    room = check_name(str(body.get("room", "")), "room name")
-    identity = check_name(str(body.get("identity", "")), "identity")
+    body = await json_object(request, example='{"room": ..., "identity": ..., "role": ...}')
+    parsed = validated(DevTokenBody, body)
+    check_name_fields({"room": parsed.room, "identity": parsed.identity})
+    role = Role(parsed.role)
     token = mint_token(
-        request.app[CONFIG].api_secret, room=room, identity=identity, role=role, ttl_s=4 * 3600
+        request.app[CONFIG].api_secret, room=parsed.room, identity=parsed.identity, role=role,
+        ttl_s=4 * 3600,
     )
-    return web.json_response({"token": token, "room": room, "identity": identity, "role": role.value})
+    return web.json_response(
+        {"token": token, "room": parsed.room, "identity": parsed.identity, "role": role.value}
+    )
 
 
 async def demo_page(request: web.Request) -> web.Response:
@@ -182,6 +195,7 @@ def build_app(
     if hook_factories is None:
         hook_factories = load_hooks(config.hooks, loaded.source.parent if loaded.source else None)
     pin_host_addresses(config.media.bind_addresses)
+    quiet_malformed_request_logs()
     # Built now so a bad webhook secret reference fails at start-up, naming its key.
     webhooks = WebhookDispatcher.from_loaded(loaded)
     executor = ThreadPoolExecutor(
@@ -222,7 +236,7 @@ def build_app(
     whip.add_routes(app)
     room_api.add_routes(app)
     lookup = services.compliance_lookup if services is not None else _no_compliance
-    app.add_routes(compliance_routes(lookup, room_api.authorize_room_request))
+    app.add_routes(compliance_routes(lookup, room_api.authorize_room_request, room_api.require_room))
     if config.server.demo_page:
         app.router.add_get("/", demo_page)
         app.router.add_get("/demo.js", demo_script)

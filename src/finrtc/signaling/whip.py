@@ -57,7 +57,9 @@ ICE_SESSIONS: web.AppKey[dict[str, IceSession]] = web.AppKey("whip_ice_sessions"
 def request_grant(request: web.Request) -> Grant:
     loaded = request.app[CONFIG]
     token = bearer_token(request.headers.get("Authorization"))
-    return verify_token(token, loaded.api_secret, loaded.config.auth.token_leeway_s)
+    grant = verify_token(token, loaded.api_secret, loaded.config.auth.token_leeway_s)
+    request.app[ROOMS].check_token_current(grant)
+    return grant
 
 
 async def read_offer(request: web.Request) -> str:
