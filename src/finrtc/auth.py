@@ -78,7 +78,14 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+def check_token_is_ascii(token: str) -> None:
+    # A header's non-UTF-8 bytes reach us as surrogate escapes, which PyJWT cannot encode.
+    if not token.isascii():
+        raise AuthError("the access token is malformed: a JWT is ASCII (base64url parts joined by dots)")
+
+
 def verify_token(token: str, secret: str, leeway_s: float = 5.0) -> Grant:
+    check_token_is_ascii(token)
     try:
         claims = jwt.decode(
             token,
@@ -132,6 +139,7 @@ def bearer_token(header: str | None) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("the Authorization header must be 'Bearer <token>'")
+    check_token_is_ascii(token)
     return token.strip()
 
 

@@ -80,6 +80,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/openapi.json"): Row(PUBLIC, PUBLIC, _every(200)),
     ("GET", "/"): Row(PUBLIC, PUBLIC, _every(200)),
     ("GET", "/demo.js"): Row(PUBLIC, PUBLIC, _every(200)),
+    ("GET", "/demo-i18n.js"): Row(PUBLIC, PUBLIC, _every(200)),
     # Dev mode only (server.dev_token_endpoint): anyone may mint; never on in production configs.
     ("POST", "/dev/token"): Row(PUBLIC, PUBLIC, _every(200),
                                 {"room": ROOM, "identity": "dev", "role": "agent"}),

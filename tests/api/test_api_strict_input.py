@@ -3,6 +3,7 @@ malformed input is a documented 4xx with a JSON body, schema-valid input is acce
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,21 @@ async def test_room_without_compliance_is_409_and_closed_room_is_410(
     # The name is free again.
     await _call(http, server, "POST", "/v1/rooms", "/v1/rooms", 201, headers=basic(), json={"name": "plain"})
     await _call(http, server, "GET", "/v1/rooms/plain", "/v1/rooms/{room}", 200, headers=basic())
+
+
+@pytest.mark.parametrize(("method", "path"), [("PATCH", "/whip/r/abc"), ("GET", "/v1/rooms")])
+async def test_authorization_header_that_is_not_utf8_is_401(
+    server: RunningServer, method: str, path: str
+) -> None:
+    # aiohttp decodes header bytes with surrogate escapes; a token built from them used to be a 500.
+    host, port = server.base.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n".encode()
+        + b"Authorization: Bearer \x84\xc2.a.b\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    assert status_line.split()[1] == b"401", status_line

@@ -53,3 +53,12 @@ def test_bearer_header_forms(header: str | None) -> None:
 def test_identities_are_checked(name: str) -> None:
     with pytest.raises(BadRequestError):
         mint_token(SECRET, room="r", identity=name, role=Role.AGENT)
+
+
+@pytest.mark.parametrize(
+    "token", ["\udc84.a.b", "ü.ü.ü", mint_token(SECRET, room="r", identity="a", role=Role.AGENT) + "é"]
+)
+def test_a_token_that_is_not_ascii_is_malformed_not_a_crash(token: str) -> None:
+    # aiohttp hands a header's non-UTF-8 bytes over as surrogate escapes (found by schemathesis).
+    with pytest.raises(AuthError, match="malformed"):
+        verify_token(token, SECRET)

@@ -20,7 +20,7 @@ import jwt
 from aiohttp import web
 from pydantic import Field, ValidationError
 
-from finrtc.auth import Grant, authorize_room, check_name, mint_token, verify_token
+from finrtc.auth import Grant, authorize_room, check_name, check_token_is_ascii, mint_token, verify_token
 from finrtc.config import FinrtcConfig, RoomPolicy
 from finrtc.config_base import StrictModel
 from finrtc.errors import AuthError, BadRequestError, ForbiddenError
@@ -76,6 +76,7 @@ def _basic_grant(credentials: str, api_keys: dict[str, str]) -> Grant:
 def _bearer_grant(token: str, request: web.Request) -> Grant:
     loaded = request.app[CONFIG]
     leeway = loaded.config.auth.token_leeway_s
+    check_token_is_ascii(token)
     try:
         key_id = jwt.get_unverified_header(token).get("kid")
     except jwt.InvalidTokenError as error:
