@@ -16,7 +16,7 @@ from tests.conftest import RunningServer, make_loaded
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
-# Documented routes that another component mounts (finrtc.compliance.routes). While one of them
+# Documented routes that another component mounts (finrtc.signaling.compliance_api). While one of them
 # is not mounted yet the contract test names it here; once it is mounted the test fails until it
 # is removed from this set, so the set cannot silently outlive its reason.
 def routed(app: web.Application) -> set[tuple[str, str]]:

@@ -17,7 +17,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from finrtc import metrics
 from finrtc.auth import authorize_room, check_name, mint_token, verify_token
-from finrtc.compliance.routes import compliance_routes
 from finrtc.config import LoadedConfig
 from finrtc.config_base import StrictModel
 from finrtc.errors import AuthError
@@ -30,6 +29,7 @@ from finrtc.room import RoomManager
 from finrtc.services import Services
 from finrtc.session import ExtensionFactory
 from finrtc.signaling import room_api, whip
+from finrtc.signaling.compliance_api import compliance_routes
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
 from finrtc.signaling.http_errors import Handler, error_middleware, quiet_malformed_request_logs
 from finrtc.signaling.parsing import check_name_fields, json_object, query_unsigned, validated

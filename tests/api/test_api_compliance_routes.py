@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from finrtc.auth import Grant, authorize_room, bearer_token, mint_token, verify_token
 from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.recognizer import RecognitionResult, builtin_model
-from finrtc.compliance.routes import compliance_routes
 from finrtc.compliance.script import load_script
 from finrtc.compliance.workers import RecognizerPool
 from finrtc.errors import ConflictError, FinrtcError, ForbiddenError, NotFoundError
 from finrtc.model import MediaKind, Role, Severity, TrackInfo
+from finrtc.signaling.compliance_api import compliance_routes
 
 SECRET = "test-secret-which-is-long-enough-for-hs256"
 STATUS = {NotFoundError: 404, ForbiddenError: 403, ConflictError: 409}
