@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 
 from finrtc.archive.keys import KeyPaths, generate_keys
+from finrtc.assembly import build_app
 from finrtc.config import LoadedConfig, parse_config
 from finrtc.services import prepare_data_dir
-from finrtc.signaling.server import build_app
 
 TEST_SECRET = "test-secret-" + "x" * 40
 

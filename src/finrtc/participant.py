@@ -26,11 +26,22 @@ class SubscriptionTarget:
         return identity != viewer
 
 
+@dataclass(frozen=True)
+class IceCredentials:
+    """A WHIP/WHEP resource's ICE session: the client's credentials from its offer (a PATCH
+    with others is an ICE restart) and the entity-tag a PATCH must name in If-Match (RFC 9725)."""
+
+    ufrag: str | None
+    pwd: str | None
+    etag: str
+
+
 @dataclass
 class Publication:
     resource_id: str
     peer: PeerConnection
     pipelines: list[TrackPipeline] = field(default_factory=list)
+    ice: IceCredentials | None = None
 
 
 @dataclass
@@ -41,6 +52,7 @@ class Subscription:
     tracks: list[ForwardedTrack]
     # The publisher the tracks are bound to, once one matches.
     bound_to: str | None = None
+    ice: IceCredentials | None = None
 
 
 @dataclass

@@ -26,7 +26,13 @@ from finrtc.media.peer import IncomingTrack, PeerConnection
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.memory import HEAP
 from finrtc.model import MediaKind, Role, TrackInfo
-from finrtc.participant import Participant, Publication, Subscription, SubscriptionTarget
+from finrtc.participant import (
+    IceCredentials,
+    Participant,
+    Publication,
+    Subscription,
+    SubscriptionTarget,
+)
 from finrtc.room_events import (
     STAFF,
     ParticipantJoined,
@@ -34,6 +40,7 @@ from finrtc.room_events import (
     RecordingCompromised,
     RoomClosed,
     RoomStarted,
+    ServerDraining,
     SessionEnded,
     SessionStarted,
     SubscriptionBound,
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 # Without a recording service, keyframes still come this often so late joiners recover quickly.
 DEFAULT_KEYFRAME_INTERVAL_S = 4.0
 CLOSED_ROOMS_REMEMBERED = 1024
+# Rooms cancelled at the drain deadline get this long to unwind before the server moves on.
+DRAIN_CANCEL_GRACE_S = 1.0
 
 
 class Room:
@@ -330,6 +339,36 @@ class Room:
             raise NotFoundError(f"no {kind.upper()} session {resource_id!r} in room {self.name!r}")
         return entry[0]
 
+    def _live_resource(self, resource_id: str, kind: str) -> Publication | Subscription:
+        identity = self.owner_of(resource_id, kind)
+        participant = self.participants.get(identity)
+        if participant is not None:
+            publication = participant.publication
+            if kind == "whip" and publication is not None and publication.resource_id == resource_id:
+                return publication
+            subscription = participant.subscriptions.get(resource_id)
+            if kind == "whep" and subscription is not None:
+                return subscription
+        raise NotFoundError(f"{kind.upper()} session {resource_id!r} has ended")
+
+    def bind_ice(self, resource_id: str, kind: str, ice: IceCredentials) -> None:
+        """Signaling's view of the resource's ICE session; it lives and dies with the resource."""
+        self._live_resource(resource_id, kind).ice = ice
+
+    def ice_credentials(self, resource_id: str, kind: str) -> IceCredentials | None:
+        return self._live_resource(resource_id, kind).ice
+
+    async def add_remote_candidates(
+        self,
+        resource_id: str,
+        kind: str,
+        candidates: Sequence[tuple[str | None, int, str]],
+        end_of_candidates: bool,
+    ) -> int:
+        """Trickle ICE into a live resource's peer connection."""
+        peer = self._live_resource(resource_id, kind).peer
+        return await peer.add_remote_candidates(candidates, end_of_candidates)
+
     async def end_resource(self, resource_id: str, *, reason: str, clean: bool = True) -> None:
         # Serialised with publish/subscribe and other ends, so a participant's events keep their
         # order (its tracks are unpublished before it leaves). Closing the session's services can
@@ -465,6 +504,7 @@ class RoomManager:
         # for is over). Kept when the name is reused; bounded, so a create/close loop cannot grow it.
         self.closed: OrderedDict[str, ClosedRoom] = OrderedDict()
         self.draining = False
+        self._drain_deadline: float | None = None
         self._event_listeners: list[Callable[[RoomEvent], None]] = []
 
     def add_event_listener(self, listener: Callable[[RoomEvent], None]) -> None:
@@ -545,10 +585,43 @@ class RoomManager:
 
         spawn(close_if_still_empty(), name=f"close-empty:{name}")
 
-    async def shutdown(self, reason: str = "server shutting down") -> None:
-        self.draining = True
-        for name in list(self.rooms):
+    async def drain(self, timeout_s: float, reason: str = "server shutting down") -> bool:
+        """Take no new rooms, warn every room, close them all (recordings sealed) concurrently.
+
+        The first call fixes one deadline that every later call shares (serve drains on SIGTERM,
+        the app's cleanup drains again), so `timeout_s` bounds the whole shutdown, not each
+        pass. True when every room closed in time; rooms still closing at the deadline are
+        cancelled and their sessions are left for recovery to seal as interrupted."""
+        loop = asyncio.get_running_loop()
+        if self._drain_deadline is None:
+            self._drain_deadline = loop.time() + timeout_s
+            self.draining = True
+            for room in self.rooms.values():
+                room.events.emit(ServerDraining(timeout_s=timeout_s))
+        closing = [
+            asyncio.ensure_future(self._close_for_drain(name, reason)) for name in list(self.rooms)
+        ]
+        if not closing:
+            return True
+        _, pending = await asyncio.wait(closing, timeout=max(0.0, self._drain_deadline - loop.time()))
+        if not pending:
+            return True
+        log.error(
+            "drain timeout (%.1f s) reached with %d room(s) still closing; their sessions stay "
+            "open for recovery", timeout_s, len(pending),
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=DRAIN_CANCEL_GRACE_S)
+        return False
+
+    async def _close_for_drain(self, name: str, reason: str) -> None:
+        try:
             await self.close_room(name, reason)
+        except (NotFoundError, GoneError):
+            pass  # closed meanwhile by its last participant leaving
+        except Exception:
+            log.exception("room %s failed to close during the drain", name)
 
     def check_token_current(self, grant: Grant) -> None:
         """Participant tokens die with the room they were issued for: one issued before its room

@@ -12,13 +12,11 @@ from typing import Any
 
 from aiohttp import web
 
+from finrtc.assembly import build_app, drain
 from finrtc.auth import mint_token
 from finrtc.config import LoadedConfig, load_config
 from finrtc.model import Role
-from finrtc.room_events import ServerDraining
 from finrtc.services import prepare_data_dir
-from finrtc.signaling.context import READINESS, ROOMS
-from finrtc.signaling.server import build_app
 
 log = logging.getLogger("finrtc.server")
 
@@ -56,18 +54,7 @@ async def serve(loaded: LoadedConfig) -> int:
     if server.demo_page:
         print(f"demo page: {loaded.base_url}/?room=demo", flush=True)
     await stop.wait()
-    # Drain: /readyz goes false first so load balancers stop sending, then rooms are closed
-    # (recordings sealed) within the drain timeout.
-    app[READINESS].ready = False
-    app[READINESS].reason = "draining"
-    rooms = app[ROOMS]
-    rooms.draining = True
-    for room in list(rooms.rooms.values()):
-        room.events.emit(ServerDraining(timeout_s=server.drain_timeout_s))
-    try:
-        await asyncio.wait_for(rooms.shutdown("server shutting down"), server.drain_timeout_s)
-    except TimeoutError:
-        log.error("drain timeout (%.1f s) reached; exiting with sessions still open", server.drain_timeout_s)
+    await drain(app)
     await runner.cleanup()
     return 0
 

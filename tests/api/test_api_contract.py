@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
+from finrtc.assembly import build_app
 from finrtc.signaling.openapi import build_openapi
-from finrtc.signaling.server import build_app
 from tests.conftest import RunningServer, make_loaded
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")

@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from aioice import stun
 
+from finrtc.errors import NotFoundError
 from finrtc.model import Role
 from finrtc.signaling.context import ROOMS
 from finrtc.signaling.openapi import build_openapi
-from finrtc.signaling.whip import ICE_SESSIONS
 from tests.api import rfc_client
 from tests.api.conftest import ORIGIN, bearer, expired_admin_token, participant_token
 from tests.api.contract import check_response
@@ -120,20 +120,23 @@ async def test_full_offer_without_trickle_also_works(
     finally:
         await rfc_client.close(viewer)
         await rfc_client.close(publisher)
-    # Clients that vanish without DELETE: their sessions end, and their ICE state is forgotten
-    # by the next session's creation (the table stays as small as the set of live sessions).
-    ended = {publisher.url.rsplit("/", 1)[1], viewer.url.rsplit("/", 1)[1]}
-    assert ended <= set(server.app[ICE_SESSIONS])
+    # Clients that vanish without DELETE: their sessions end, and their ICE state with them (it
+    # lives on the resource, not in a table of its own).
+    ended = {"whip": publisher.url.rsplit("/", 1)[1], "whep": viewer.url.rsplit("/", 1)[1]}
     await wait_for(lambda: room not in server.app[ROOMS].rooms)
     again = await rfc_client.publish(
         http, f"{server.base}/whip/{room}", participant_token(room, "a"), [PatternVideoTrack()]
     )
     try:
-        assert set(server.app[ICE_SESSIONS]) == {again.url.rsplit("/", 1)[1]}
+        live_room = server.app[ROOMS].get(room)
+        ice = live_room.ice_credentials(again.url.rsplit("/", 1)[1], "whip")
+        assert ice is not None and ice.etag == again.etag
+        for kind, resource_id in ended.items():
+            with pytest.raises(NotFoundError):
+                live_room.ice_credentials(resource_id, kind)
     finally:
         assert await rfc_client.delete(http, again) == 200
         await rfc_client.close(again)
-    assert server.app[ICE_SESSIONS] == {}
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The aiohttp application: routes, middleware, lifecycle."""
+"""The server's HTTP routes and the request-context middleware; `finrtc.assembly` builds the app."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import time
-from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Literal
 
@@ -17,28 +14,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from finrtc import metrics
 from finrtc.auth import authorize_room, check_name, mint_token, verify_token
-from finrtc.config import LoadedConfig
 from finrtc.config_base import StrictModel
 from finrtc.errors import AuthError
-from finrtc.hooks.chain import HookProvider
-from finrtc.hooks.loader import load_hooks
 from finrtc.logging_setup import log_context
-from finrtc.media.ice import pin_host_addresses
 from finrtc.model import Role
-from finrtc.room import RoomManager
-from finrtc.services import Services
-from finrtc.session import ExtensionFactory
 from finrtc.signaling import room_api, whip
-from finrtc.signaling.compliance_api import compliance_routes
-from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
-from finrtc.signaling.http_errors import Handler, error_middleware, quiet_malformed_request_logs
+from finrtc.signaling.compliance_api import Lookup, compliance_routes
+from finrtc.signaling.context import CONFIG, READINESS, ROOMS
+from finrtc.signaling.http_errors import Handler
 from finrtc.signaling.parsing import check_name_fields, json_object, query_unsigned, validated
-from finrtc.threads import name_native_thread
-from finrtc.webhooks.sender import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
-LAG_PROBE_INTERVAL_S = 0.1
 # Clients only send pings and closes on the events socket; anything larger is abuse.
 EVENTS_MAX_CLIENT_MESSAGE_BYTES = 4096
 
@@ -163,84 +150,21 @@ async def demo_translations(request: web.Request) -> web.Response:
     return web.Response(text=script, content_type="application/javascript")
 
 
-async def _measure_loop_lag(app: web.Application) -> AsyncIterator[None]:
-    async def probe() -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(LAG_PROBE_INTERVAL_S)
-            metrics.EVENT_LOOP_LAG.observe(max(0.0, time.perf_counter() - started - LAG_PROBE_INTERVAL_S))
-
-    task = asyncio.create_task(probe())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-def _no_compliance(room: str) -> None:
-    return None
-
-
-def build_app(
-    loaded: LoadedConfig,
-    *,
-    hook_factories: Sequence[HookProvider] | None = None,
-    extension_factories: Sequence[ExtensionFactory] | None = None,
-) -> web.Application:
-    """The server. Session services (archive, compliance) come from the config unless a test
-    passes its own `extension_factories`."""
-    config = loaded.config
-    services = Services(loaded) if extension_factories is None else None
-    factories = services.factories if services is not None else list(extension_factories or ())
-    if hook_factories is None:
-        hook_factories = load_hooks(config.hooks, loaded.source.parent if loaded.source else None)
-    pin_host_addresses(config.media.bind_addresses)
-    quiet_malformed_request_logs()
-    # Built now so a bad webhook secret reference fails at start-up, naming its key.
-    webhooks = WebhookDispatcher.from_loaded(loaded)
-    executor = ThreadPoolExecutor(
-        config.media.worker_threads, thread_name_prefix="finrtc-media", initializer=name_native_thread
-    )
-    app = web.Application(
-        middlewares=[request_context, error_middleware], client_max_size=config.server.max_body_bytes
-    )
-    app[CONFIG] = loaded
-    readiness = Readiness()
-    app[READINESS] = readiness
-
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        if services is not None:
-            services.start()
-        rooms = RoomManager(loaded, hook_factories, executor, factories)
-        app[ROOMS] = rooms
-        webhooks.start()
-        rooms.add_event_listener(webhooks.on_room_event)
-        readiness.ready = True
-        readiness.reason = "ready"
-        yield
-        readiness.ready = False
-        readiness.reason = "shutting down"
-        await rooms.shutdown()
-        # Room-closed and session-ended events are worth a short wait; a dead backend is not.
-        await webhooks.close(min(config.server.drain_timeout_s, 5.0))
-        if services is not None:
-            await services.close()
-        executor.shutdown(wait=True, cancel_futures=True)
-
-    app.cleanup_ctx.append(lifecycle)
-    app.cleanup_ctx.append(_measure_loop_lag)
+def add_routes(app: web.Application, compliance_lookup: Lookup) -> None:
+    """Every HTTP route of the server (the app itself is assembled in `finrtc.assembly`)."""
+    config = app[CONFIG].config
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/v1/rooms/{room}/events", room_events)
     whip.add_routes(app)
     room_api.add_routes(app)
-    lookup = services.compliance_lookup if services is not None else _no_compliance
-    app.add_routes(compliance_routes(lookup, room_api.authorize_room_request, room_api.require_room))
+    app.add_routes(
+        compliance_routes(compliance_lookup, room_api.authorize_room_request, room_api.require_room)
+    )
     if config.server.demo_page:
         app.router.add_get("/", demo_page)
         app.router.add_get("/demo.js", demo_script)
         app.router.add_get("/demo-i18n.js", demo_translations)
     if config.server.dev_token_endpoint:
         app.router.add_post("/dev/token", dev_token)
-    return app

@@ -21,9 +21,8 @@ from multidict import CIMultiDict
 from finrtc.auth import Grant, authorize_room, bearer_token, check_name, verify_token
 from finrtc.config import IceServerConfig
 from finrtc.errors import BadRequestError, ForbiddenError, NotFoundError
-from finrtc.media.peer import PeerConnection
 from finrtc.model import Role
-from finrtc.participant import SubscriptionTarget
+from finrtc.participant import IceCredentials, SubscriptionTarget
 from finrtc.room import Room
 from finrtc.signaling.context import CONFIG, ROOMS
 
@@ -38,20 +37,6 @@ KINDS = ("whip", "whep")
 # A client gathers a handful of candidates per interface; more in one PATCH is abuse of the ICE
 # agent's check list, not trickling.
 MAX_TRICKLE_CANDIDATES = 64
-
-
-@dataclass(frozen=True)
-class IceSession:
-    """What PATCH compares against: the client's ICE credentials from its offer and our ETag."""
-
-    room: str
-    kind: str
-    ufrag: str | None
-    pwd: str | None
-    etag: str
-
-
-ICE_SESSIONS: web.AppKey[dict[str, IceSession]] = web.AppKey("whip_ice_sessions", dict)
 
 
 def request_grant(request: web.Request) -> Grant:
@@ -101,31 +86,13 @@ def ice_server_links(servers: list[IceServerConfig]) -> list[str]:
     return links
 
 
-def _prune_ended(request: web.Request) -> None:
-    """Forget ICE sessions whose media session ended on its own (client vanished, room closed)."""
-    sessions = request.app[ICE_SESSIONS]
-    rooms = request.app[ROOMS]
-    for resource_id, info in list(sessions.items()):
-        room = rooms.rooms.get(info.room)
-        if room is None or not _is_live(room, resource_id, info.kind):
-            del sessions[resource_id]
-
-
-def _is_live(room: Room, resource_id: str, kind: str) -> bool:
-    try:
-        room.owner_of(resource_id, kind)
-    except NotFoundError:
-        return False
-    return True
-
-
 def _created(
     request: web.Request, kind: str, room: str, resource_id: str, offer: str, answer: str
 ) -> web.Response:
-    _prune_ended(request)
     ufrag, pwd = _ice_credentials(offer)
     etag = f'"{secrets.token_urlsafe(12)}"'
-    request.app[ICE_SESSIONS][resource_id] = IceSession(room, kind, ufrag, pwd, etag)
+    # No await since the room created the resource: it cannot have ended in between.
+    request.app[ROOMS].get(room).bind_ice(resource_id, kind, IceCredentials(ufrag, pwd, etag))
     headers: CIMultiDict[str] = CIMultiDict()
     headers["Location"] = f"/{kind}/{room}/{resource_id}"
     headers["ETag"] = etag
@@ -193,7 +160,6 @@ def _owned_session(request: web.Request) -> tuple[Room, str, str]:
 async def end_session(request: web.Request) -> web.Response:
     room, resource_id, _ = _owned_session(request)
     # RFC 9725: DELETE needs no entity-tag; it ends whatever ICE session is current.
-    request.app[ICE_SESSIONS].pop(resource_id, None)
     await room.end_resource(resource_id, reason="ended by client")
     return web.Response(status=200)
 
@@ -263,25 +229,12 @@ def _etag_matches(if_match: str, etag: str) -> bool:
     return any(tag.strip() == etag for tag in if_match.split(",") if not tag.strip().startswith("W/"))
 
 
-def _session_peer(room: Room, resource_id: str, kind: str) -> PeerConnection:
-    identity = room.owner_of(resource_id, kind)
-    participant = room.participants.get(identity)
-    if participant is not None:
-        publication = participant.publication
-        if kind == "whip" and publication is not None and publication.resource_id == resource_id:
-            return publication.peer
-        subscription = participant.subscriptions.get(resource_id)
-        if kind == "whep" and subscription is not None:
-            return subscription.peer
-    raise NotFoundError(f"{kind.upper()} session {resource_id!r} has ended")
-
-
 async def trickle(request: web.Request) -> web.Response:
     """PATCH: trickle ICE candidates into a running session (RFC 9725 section 4.3)."""
     room, resource_id, kind = _owned_session(request)
     if request.content_type != TRICKLE_TYPE:
         raise web.HTTPUnsupportedMediaType(text=f"PATCH bodies must be Content-Type: {TRICKLE_TYPE}")
-    info = request.app[ICE_SESSIONS].get(resource_id)
+    info = room.ice_credentials(resource_id, kind)
     if info is None:
         raise NotFoundError(f"{kind.upper()} session {resource_id!r} has no ICE session")
     if_match = request.headers.get("If-Match")
@@ -307,8 +260,7 @@ async def trickle(request: web.Request) -> web.Response:
         raise web.HTTPUnprocessableEntity(
             text="ICE restart is not supported: end this session with DELETE and POST a new offer"
         )
-    peer = _session_peer(room, resource_id, kind)
-    await peer.add_remote_candidates(fragment.candidates, fragment.end_of_candidates)
+    await room.add_remote_candidates(resource_id, kind, fragment.candidates, fragment.end_of_candidates)
     return web.Response(status=204)
 
 
@@ -370,7 +322,6 @@ async def _cors_and_accept_headers(request: web.Request, response: web.StreamRes
 
 
 def add_routes(app: web.Application) -> None:
-    app[ICE_SESSIONS] = {}
     app.on_response_prepare.append(_cors_and_accept_headers)
     for kind, handler in (("whip", whip_publish), ("whep", whep_play)):
         app.router.add_post(f"/{kind}/{{room}}", handler)
