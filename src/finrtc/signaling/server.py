@@ -218,6 +218,17 @@ def build_app(
     room_api.add_routes(app)
     lookup = services.compliance_lookup if services is not None else _no_compliance
     app.add_routes(compliance_routes(lookup, room_api.authorize_room_request))
+    if services is not None and services.identity is not None:
+        from finrtc.identity.routes import identity_routes
+
+        def identity_required(room: str) -> list[str]:
+            found = app[ROOMS].rooms.get(room)
+            policy = found.policy if found is not None else config.rooms.default_policy
+            return list(policy.identity.require)
+
+        app.add_routes(identity_routes(
+            services.identity, room_api.authorize_room_request, identity_required, services.identity_recorder
+        ))
     if config.server.demo_page:
         app.router.add_get("/", demo_page)
         app.router.add_get("/demo.js", demo_script)
