@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import skimage.data
 
+from finrtc.identity.testing import letterbox
 from tests.browser.test_browser_call import CHROMIUM, CHROMIUM_ARGS, join
 from tests.conftest import RunningServer, make_loaded, start_server
-from tests.identity.synthetic_head import letterbox
 
 pytest.importorskip("dlib")
 pytestmark = [

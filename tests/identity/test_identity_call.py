@@ -20,10 +20,10 @@ from nacl.public import SealedBox
 from nacl.secret import SecretBox
 
 from finrtc.archive.keys import load_archive_private_key
+from finrtc.identity.testing import base_head, eyes_closed, letterbox, portrait, turned
 from finrtc.model import Role
 from tests.archive.conftest import run_cli
 from tests.conftest import archive_loaded, start_server
-from tests.identity.synthetic_head import base_head, eyes_closed, letterbox, portrait, turned
 from tests.media.test_media_fanout import token, wait_for
 from tests.support import webrtc_client as client
 from tests.support.media import Pacer
@@ -66,7 +66,8 @@ async def perform(track: HeadTrack, picture: np.ndarray, seconds: float) -> None
 async def test_liveness_face_match_and_sealed_evidence(tmp_path: Path, http) -> None:
     keys, loaded = archive_loaded(
         tmp_path,
-        identity={"enabled": True, "action_timeout_s": 4.0, "match_interval_s": 0.5},
+        identity={"enabled": True, "action_timeout_s": 4.0, "match_interval_s": 0.5,
+                  "recheck_interval_s": 1.0},
         compliance={"scripts": {"demo": "builtin:demo_insurance_en"}},
         rooms={"default_policy": {"script": "demo", "identity": {"require": ["liveness", "face_match"]}}},
     )

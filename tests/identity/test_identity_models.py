@@ -22,7 +22,7 @@ from finrtc.identity.liveness import Action, Challenge
 from finrtc.identity.measures import measure
 from finrtc.identity.models import PINNED_SHA256, FaceBox, FaceModels, distance, model_digests
 from finrtc.identity.runtime import embed_portrait
-from tests.identity.synthetic_head import base_head, eyes_closed, letterbox, portrait, turned
+from finrtc.identity.testing import base_head, eyes_closed, letterbox, portrait, turned
 
 pytest.importorskip("dlib")
 

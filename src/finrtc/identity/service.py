@@ -142,7 +142,11 @@ class IdentitySession:
             if self.reference is not None and role is Role.CUSTOMER:
                 state = self.matches.get(participant)
                 last = state.last_sample if state is not None else None
-                embed = last is None or now - last >= self.config.match_interval_s
+                # Between re-checks of a decided match, only the first sample of a round waits.
+                wait = self.config.match_interval_s
+                if state is not None and state.decision is not None and not state.pending:
+                    wait = self.config.recheck_interval_s
+                embed = last is None or now - last >= wait
         if live:
             return 1.0 / self.config.challenge_fps, embed
         if embed:

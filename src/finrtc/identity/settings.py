@@ -17,6 +17,9 @@ class IdentityConfig(_Strict):
     challenge_fps: float = Field(default=8.0, gt=0.0, le=30.0)
     # Seconds of media time between face-match samples (each embedding costs ~100 ms of CPU).
     match_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    # Once decided, the match is re-checked this often (someone else may sit down); each check
+    # takes `match_samples` embeddings again.
+    recheck_interval_s: float = Field(default=10.0, gt=0.0, le=3600.0)
     # Embeddings whose median distance decides a face match (outliers from motion blur).
     match_samples: int = Field(default=3, ge=1, le=20)
     # dlib's ResNet: same person within 0.6 (LFW); lower is stricter (fewer false accepts).

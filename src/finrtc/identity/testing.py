@@ -1,4 +1,5 @@
-"""A synthetic head from a real face picture: warped to turn left/right, eyes closed to blink.
+"""Test and benchmark helpers: a synthetic head from a real face picture, warped to turn
+left/right, eyes closed to blink. Needs scikit-image (a dev dependency) for the picture.
 
 The astronaut (scikit-image's packaged portrait) is letterboxed into 640x480. Turning shifts
 the middle of the face sideways while its outline stays (a cosine displacement field, like a
@@ -12,17 +13,21 @@ from functools import cache
 
 import cv2
 import numpy as np
-import skimage.data
+from numpy.typing import NDArray
 
-from finrtc.identity.models import FaceModels
+from finrtc.identity.models import FaceModels, Landmarks
+
+Picture = NDArray[np.uint8]
 
 WIDTH, HEIGHT = 640, 480
 
 
-def letterbox(rgb: np.ndarray, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+def letterbox(rgb: Picture, width: int = WIDTH, height: int = HEIGHT) -> Picture:
     h, w = rgb.shape[:2]
     scale = min(width / w, height / h)
-    resized = cv2.resize(rgb, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA)
+    resized = np.asarray(
+        cv2.resize(rgb, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA), dtype=np.uint8
+    )
     canvas = np.full((height, width, 3), 40, np.uint8)
     top, left = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
     canvas[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
@@ -30,17 +35,19 @@ def letterbox(rgb: np.ndarray, width: int = WIDTH, height: int = HEIGHT) -> np.n
 
 
 @cache
-def base_head() -> tuple[np.ndarray, np.ndarray]:
+def base_head() -> tuple[Picture, Landmarks]:
     """(640x480 RGB astronaut, its 68 landmarks)."""
-    rgb = letterbox(skimage.data.astronaut())
+    import skimage.data
+
+    rgb = letterbox(np.asarray(skimage.data.astronaut(), dtype=np.uint8))  # type: ignore[no-untyped-call]
     models = FaceModels()
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    gray = np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
     box = models.detect(gray)[0]
     points, _ = models.landmarks(gray, box)
     return rgb, points
 
 
-def turned(amount: float) -> np.ndarray:
+def turned(amount: float) -> Picture:
     """amount > 0: the face's middle moves to the picture's right (the person's left)."""
     rgb, points = base_head()
     left, right = points[0, 0], points[16, 0]
@@ -49,10 +56,10 @@ def turned(amount: float) -> np.ndarray:
     ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     inside = (np.abs(xs - cx) < half) & (ys > top) & (ys < bottom)
     shift = amount * half * np.cos(np.pi / 2 * (xs - cx) / half) * inside
-    return cv2.remap(rgb, xs - shift.astype(np.float32), ys, cv2.INTER_LINEAR)
+    return np.asarray(cv2.remap(rgb, xs - shift.astype(np.float32), ys, cv2.INTER_LINEAR), dtype=np.uint8)
 
 
-def eyes_closed(rgb: np.ndarray | None = None) -> np.ndarray:
+def eyes_closed(rgb: Picture | None = None) -> Picture:
     base, points = base_head()
     picture = (base if rgb is None else rgb).copy()
     for first in (36, 42):
@@ -67,7 +74,7 @@ def eyes_closed(rgb: np.ndarray | None = None) -> np.ndarray:
     return picture
 
 
-def portrait(rgb: np.ndarray) -> bytes:
+def portrait(rgb: Picture) -> bytes:
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return data.tobytes()
