@@ -30,7 +30,6 @@ from finrtc.media.ice import pin_host_addresses
 from finrtc.room import RoomManager
 from finrtc.services import Services
 from finrtc.session import ExtensionFactory
-from finrtc.signaling.compliance_api import Lookup
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS, Readiness
 from finrtc.signaling.http_errors import error_middleware, quiet_malformed_request_logs
 from finrtc.signaling.server import add_routes, request_context
@@ -41,10 +40,6 @@ MEDIA_THREADS: web.AppKey[ThreadPoolExecutor] = web.AppKey("media_threads", Thre
 LAG_PROBE_INTERVAL_S = 0.1
 # Room-closed and session-ended webhooks are worth a short wait at shutdown; a dead backend is not.
 WEBHOOK_FLUSH_MAX_S = 5.0
-
-
-def _no_compliance(room: str) -> None:
-    return None
 
 
 def build_app(
@@ -107,8 +102,7 @@ def build_app(
     for context in (session_services, media_threads, webhook_delivery, room_manager, ready_flag):
         app.cleanup_ctx.append(context)
     app.cleanup_ctx.append(_measure_loop_lag)
-    lookup: Lookup = services.compliance_lookup if services is not None else _no_compliance
-    add_routes(app, lookup)
+    add_routes(app, services)
     return app
 
 

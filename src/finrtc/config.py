@@ -19,6 +19,7 @@ from finrtc.archive.settings import ArchiveConfig
 from finrtc.compliance.settings import ComplianceConfig
 from finrtc.config_base import StrictModel, format_validation_error
 from finrtc.errors import ConfigError
+from finrtc.identity.settings import IdentityConfig, IdentityPolicy
 from finrtc.webhooks.settings import WebhooksConfig
 
 API_SECRET_ENV = "FINRTC_API_SECRET"
@@ -119,6 +120,7 @@ class RoomPolicy(StrictModel):
     residency: str | None = None
     max_participants: int = Field(default=16, ge=1, le=1000)
     require_consent: bool = False
+    identity: IdentityPolicy = Field(default_factory=IdentityPolicy)
 
 
 class RoomsConfig(StrictModel):
@@ -152,6 +154,7 @@ class FinrtcConfig(StrictModel):
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     compliance: ComplianceConfig = Field(default_factory=ComplianceConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
 

@@ -23,6 +23,7 @@ from finrtc.config import LoadedConfig
 from finrtc.errors import ArchiveError, CapacityError, FinrtcError
 from finrtc.events import RoomEvent
 from finrtc.hooks.chain import HookProvider
+from finrtc.identity.runtime import IdentityRuntime
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.model import Severity
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
@@ -175,12 +176,17 @@ class Services:
     def __init__(self, loaded: LoadedConfig) -> None:
         self.loaded = loaded
         self.compliance = ComplianceRuntime.from_config(loaded)
+        self.identity = IdentityRuntime(loaded.config.identity) if loaded.config.identity.enabled else None
         self._live: dict[str, ComplianceMonitor] = {}
         self._final_reports: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Compliance closes before the archive, so its final report is sealed in the recording.
         self.factories: list[ExtensionFactory] = []
         if self.compliance is not None:
             self.factories.append(self._compliance_extension)
+        if self.identity is not None:
+            # After compliance (its gate waits for identity), before the archive (which seals
+            # the identity events emitted while closing).
+            self.factories.append(self._identity_extension)
         if loaded.config.archive.enabled:
             self.factories.append(archive_factory(loaded))
 
@@ -204,6 +210,27 @@ class Services:
         compliance.start()
         self._live[room.name] = compliance
         return ComplianceExtension(compliance, room.name, self._remember_report)
+
+    async def _identity_extension(self, room: Room, session: CallSession) -> SessionExtension | None:
+        assert self.identity is not None
+        extension = await self.identity.extension(room, session)
+        monitor = self._live.get(room.name)
+        required = room.policy.identity.require
+        if monitor is not None and extension is not None and required:
+            identity = self.identity.live[room.name]
+            checks = {"liveness": identity.liveness_passed, "face_match": identity.face_matched}
+            for name in required:
+                monitor.add_requirement(f"identity.{name}", checks[name])
+        return extension
+
+    def identity_recorder(self, room: str) -> SessionRecorder | None:
+        """The archive recorder of the room's live call (where the ID portrait is sealed)."""
+        if self.identity is None:
+            return None
+        session = self.identity.sessions_by_call.get(room)
+        if session is None:
+            return None
+        return next((e.recorder for e in session.extensions if isinstance(e, ArchiveExtension)), None)
 
     def _remember_report(self, room: str, report: dict[str, Any]) -> None:
         self._live.pop(room, None)

@@ -407,6 +407,17 @@ class SessionRecorder:
                 return
             self._events.append(event)
 
+    def store_attachment(self, name: str, data: bytes) -> dict[str, str]:
+        """Encrypt a sensitive side file (an ID portrait) with the session key and store it.
+
+        Blocking (storage I/O): call it from a thread. Crypto-shredding the session key makes it
+        unreadable with the media. Returns the digests to seal in an event, never the content.
+        """
+        key = layout.join("attachments", layout.check_name(name, "attachment name"))
+        ciphertext = bytes(self._box.encrypt(data))
+        self._put(key, ciphertext)
+        return {"file": key, "sha256": sha256_hex(data), "ciphertext_sha256": sha256_hex(ciphertext)}
+
     def record_hook_event(self, event: HookEvent, session_time: float | None = None) -> None:
         """Seal a hook's event; `session_time` maps the hook's track time to the session clock
         (defaults to the event's own media_time when the track clock is the session clock)."""

@@ -90,6 +90,8 @@ class ComplianceMonitor:
         self._ended_wall: float | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._feeds: list[_TrackFeed] = []
+        # Other checks `can_submit` waits for (identity: liveness, face match), by name.
+        self._requirements: dict[str, Callable[[], bool]] = {}
         self._dropped_s: dict[str, float] = {}
         self._last_drop_alert: dict[str, float] = {}
         self._problems: list[dict[str, Any]] = []
@@ -177,9 +179,16 @@ class ComplianceMonitor:
         self._emit(self.tracker.record_consent(granted, participant, "ui", self.now()))
         return {"consent_given": self.tracker.consent_given, "can_submit": self.can_submit}
 
+    def add_requirement(self, name: str, satisfied: Callable[[], bool]) -> None:
+        """Another check the call must pass before it can be submitted (read on each query)."""
+        self._requirements[name] = satisfied
+
+    def requirements(self) -> dict[str, bool]:
+        return {name: check() for name, check in self._requirements.items()}
+
     @property
     def can_submit(self) -> bool:
-        return self.tracker.can_submit
+        return self.tracker.can_submit and all(self.requirements().values())
 
     def transcript_demand(self) -> dict[str, bool]:
         """track id -> whether every utterance of that track is being transcribed."""
@@ -203,6 +212,7 @@ class ComplianceMonitor:
                 round((self._ended_wall or 0) - (self._started_wall or 0), 3)
             ),
             "can_submit": self.can_submit,
+            "requirements": self.requirements(),
             "next_required": (
                 next_stage.spec.id if (next_stage := tracker.next_required()) else None
             ),

@@ -93,7 +93,16 @@ def _policy_schema(config: FinrtcConfig) -> Json:
         "rooms.default_policy. script must name an entry of compliance.scripts and "
         "retention_class one of archive.retention_classes."
     )
-    for prop in schema.get("properties", {}).values():
+    # Nested policy sections (identity) are inlined: "$defs" would not resolve in components.
+    definitions = schema.pop("$defs", {})
+    for name, prop in schema.get("properties", {}).items():
+        reference = prop.pop("$ref", None)
+        if reference is not None:
+            inlined = dict(definitions[reference.rsplit("/", 1)[-1]])
+            inlined.pop("title", None)
+            for inner in inlined.get("properties", {}).values():
+                inner.pop("title", None)
+            schema["properties"][name] = {**inlined, **prop}
         prop.pop("title", None)
     return schema
 
@@ -232,6 +241,36 @@ def _schemas(config: FinrtcConfig) -> Json:
         "ComplianceReport": {
             "type": "object",
             "description": "The script-adherence report of the room's call (live or final).",
+        },
+        "IdentityReport": {
+            "type": "object",
+            "required": ["room", "required", "satisfied", "liveness", "face_match", "models"],
+            "description": "Identity checks of the room's call: liveness challenges with per-action "
+                           "timings and scores, face-match results, the SHA-256 of every model.",
+            "properties": {"room": {"type": "string"}, "required": {"type": "array", "items": {
+                "type": "string", "enum": ["liveness", "face_match"]}}, "satisfied": {"type": "boolean"},
+                "liveness": {"type": "object"}, "face_match": {"type": "object"},
+                "models": {"type": "object", "additionalProperties": {"type": "string"}}},
+        },
+        "LivenessRequest": {
+            "type": "object", "required": ["participant"], "additionalProperties": False,
+            "properties": {"participant": {"type": "string"}, "actions": {
+                "type": "array", "minItems": 2, "maxItems": 4, "uniqueItems": True,
+                "description": "Omit for a random sequence of 2-4 actions.",
+                "items": {"type": "string",
+                          "enum": ["blink", "turn_left", "turn_right", "open_mouth", "nod"]}}},
+        },
+        "LivenessChallenge": {
+            "type": "object", "required": ["challenge", "participant", "requested", "state"],
+            "properties": {"challenge": {"type": "string"}, "participant": {"type": "string"},
+                           "requested": {"type": "array", "items": {"type": "string"}},
+                           "state": {"type": "string", "enum": ["running", "passed", "failed"]},
+                           "reason": {"type": ["string", "null"]}, "steps": {"type": "array"}},
+        },
+        "IdentityReference": {
+            "type": "object", "required": ["reference"],
+            "properties": {"reference": {"type": "object", "description": "The encrypted archive file of "
+                           "the portrait and its digests (never the picture)."}},
         },
     }
 
@@ -492,6 +531,8 @@ def _paths(config: FinrtcConfig) -> Json:
         "/whep/{room}": whep_endpoint,
         "/whep/{room}/{resource}": whep_session,
     }
+    if config.identity.enabled:
+        paths.update(_identity_paths(auth_errors))
     if config.server.demo_page:
         operations = {"/": "demo_page", "/demo.js": "demo_script", "/demo-i18n.js": "demo_translations"}
         for path, media in (
@@ -536,6 +577,49 @@ def _document_name_checks(paths: Json) -> None:
                     operation["responses"].setdefault("410", GONE)
 
 
+def _identity_paths(auth_errors: Json) -> Json:
+    no_call = _error("The room has no live call (identity checks run during a call), a challenge is "
+                     "already running for the participant, or the room is not recorded.")
+    return {
+        "/v1/rooms/{room}/identity": {"parameters": [ROOM_PARAM], "get": {
+            "tags": ["Identity"], "operationId": "identity_report",
+            "security": [*ADMIN_SECURITY, *PARTICIPANT_SECURITY],
+            "summary": "Identity check results of the room's call (agents, observers, admins)",
+            "responses": {
+                "200": {"description": "The report; HTML when Accept prefers text/html.",
+                        "content": {"application/json": {"schema": _ref("IdentityReport")},
+                                    "text/html": {"schema": {"type": "string"}}}},
+                **auth_errors, "404": _error("The room has had no call with identity checks."),
+            },
+        }},
+        "/v1/rooms/{room}/identity/liveness": {"parameters": [ROOM_PARAM], "post": {
+            "tags": ["Identity"], "operationId": "start_liveness_challenge",
+            "security": [*ADMIN_SECURITY, *PARTICIPANT_SECURITY],
+            "summary": "Start a liveness challenge for a participant (agents, admins); prompts and "
+                       "results arrive as identity.* room events",
+            "requestBody": _json_request("LivenessRequest"),
+            "responses": {"201": _json("The challenge started.", _ref("LivenessChallenge")),
+                          "400": BAD_REQUEST, **auth_errors, "409": no_call},
+        }},
+        "/v1/rooms/{room}/identity/reference": {"parameters": [ROOM_PARAM], "post": {
+            "tags": ["Identity"], "operationId": "upload_identity_reference",
+            "security": [*ADMIN_SECURITY, *PARTICIPANT_SECURITY],
+            "summary": "Upload the ID card's portrait (agents, admins); stored only encrypted in the "
+                       "call's archive, live frames are compared with it",
+            "requestBody": {"required": True, "content": {
+                "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+                "201": _json("The portrait is stored and in use.", _ref("IdentityReference")),
+                "400": _error("The image does not decode or shows no face."), **auth_errors,
+                "409": no_call,
+                "413": _error("The portrait is larger than identity.max_reference_bytes."),
+                "415": _error("The body is not a JPEG or PNG image."),
+            },
+        }},
+    }
+
+
 def build_openapi(config: FinrtcConfig) -> Json:
     paths = _paths(config)
     _document_name_checks(paths)
@@ -550,7 +634,8 @@ def build_openapi(config: FinrtcConfig) -> Json:
         },
         "servers": [{"url": "/"}],
         "tags": [{"name": name} for name in
-                 ("Rooms", "WHIP", "WHEP", "Events", "Compliance", "Operations", "Development")],
+                 ("Rooms", "WHIP", "WHEP", "Events", "Compliance", "Identity", "Operations",
+                  "Development")],
         "paths": paths,
         "components": {
             "schemas": _schemas(config),

@@ -18,10 +18,12 @@ from finrtc.config_base import StrictModel
 from finrtc.errors import AuthError
 from finrtc.logging_setup import log_context
 from finrtc.model import Role
+from finrtc.services import Services
 from finrtc.signaling import room_api, whip
-from finrtc.signaling.compliance_api import Lookup, compliance_routes
+from finrtc.signaling.compliance_api import compliance_routes
 from finrtc.signaling.context import CONFIG, READINESS, ROOMS
 from finrtc.signaling.http_errors import Handler
+from finrtc.signaling.identity_api import identity_routes
 from finrtc.signaling.parsing import check_name_fields, json_object, query_unsigned, validated
 
 log = logging.getLogger(__name__)
@@ -150,8 +152,14 @@ async def demo_translations(request: web.Request) -> web.Response:
     return web.Response(text=script, content_type="application/javascript")
 
 
-def add_routes(app: web.Application, compliance_lookup: Lookup) -> None:
-    """Every HTTP route of the server (the app itself is assembled in `finrtc.assembly`)."""
+def _no_compliance(room: str) -> None:
+    return None
+
+
+def add_routes(app: web.Application, services: Services | None) -> None:
+    """Every HTTP route of the server (the app itself is assembled in `finrtc.assembly`).
+    Without `services` (tests with their own session extensions) no compliance or identity
+    state exists to serve."""
     config = app[CONFIG].config
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -159,9 +167,19 @@ def add_routes(app: web.Application, compliance_lookup: Lookup) -> None:
     app.router.add_get("/v1/rooms/{room}/events", room_events)
     whip.add_routes(app)
     room_api.add_routes(app)
-    app.add_routes(
-        compliance_routes(compliance_lookup, room_api.authorize_room_request, room_api.require_room)
-    )
+    lookup = services.compliance_lookup if services is not None else _no_compliance
+    app.add_routes(compliance_routes(lookup, room_api.authorize_room_request, room_api.require_room))
+    if services is not None and services.identity is not None:
+        identity = services.identity
+
+        def identity_required(room: str) -> list[str]:
+            found = app[ROOMS].rooms.get(room)
+            policy = found.policy if found is not None else config.rooms.default_policy
+            return list(policy.identity.require)
+
+        app.add_routes(identity_routes(
+            identity, room_api.authorize_room_request, identity_required, services.identity_recorder
+        ))
     if config.server.demo_page:
         app.router.add_get("/", demo_page)
         app.router.add_get("/demo.js", demo_script)

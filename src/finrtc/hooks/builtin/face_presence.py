@@ -111,7 +111,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _detector_pool() -> ThreadPoolExecutor:
+def detector_pool() -> ThreadPoolExecutor:
     """One detection thread for the process: detections of all tracks queue behind each other,
     and each hook keeps at most one in flight, so the queue is bounded by the number of tracks."""
     global _POOL
@@ -214,7 +214,7 @@ class FacePresence(Hook):
             return
         # The frame's planes belong to the encoder once we return: detect on a copy.
         luma = np.array(frame.y, copy=True)
-        self._in_flight = _detector_pool().submit(self._detector.detect_timed, luma)
+        self._in_flight = detector_pool().submit(self._detector.detect_timed, luma)
         self._in_flight_time = now
 
     def _apply_finished(self) -> None:

@@ -440,6 +440,10 @@
       badge.className = "badge " + (data.can_submit ? "badge-ok" : "badge-warn");
       badge.textContent = data.can_submit ? "Ready to submit" : "Not ready to submit";
     }
+    if (event.type.startsWith("identity.")) {
+      updateIdentity(current, event);
+      return;
+    }
     if (isPrompt(event) && typeof data.text === "string") {
       $("prompt-text").textContent = data.text;
       $("prompt").classList.toggle("urgent", Boolean(data.urgent) || event.severity !== "info");
@@ -457,6 +461,63 @@
       $("consent-text").textContent = data.granted
         ? "You have given your consent. You can withdraw it at any time."
         : "You have not given your consent.";
+    }
+  }
+
+  // Liveness challenge: the customer sees the prompt and progress, the agent the result.
+  function updateIdentity(current, event) {
+    const data = event.data || {};
+    const badge = $("identity-state");
+    const box = $("liveness");
+    if (event.type === "identity.liveness_prompt" && current.role === "customer") {
+      $("liveness-text").textContent = data.text;
+      $("liveness-progress").textContent = `Step ${data.step} of ${data.of}`;
+      box.classList.remove("urgent");
+      box.hidden = false;
+    } else if (event.type === "identity.liveness_action" && current.role === "customer") {
+      $("liveness-progress").textContent = `Step ${data.step} of ${data.of} done`;
+    } else if (event.type === "identity.liveness_passed" || event.type === "identity.liveness_failed") {
+      const passed = event.type === "identity.liveness_passed";
+      if (current.role === "customer") {
+        $("liveness-text").textContent = passed ? "Identity check passed. Thank you." : "Identity check failed.";
+        $("liveness-progress").textContent = passed ? "" : "Your advisor may ask you to try again.";
+        box.classList.toggle("urgent", !passed);
+        box.hidden = false;
+      } else {
+        badge.hidden = false;
+        badge.className = "badge " + (passed ? "badge-ok" : "badge-warn");
+        badge.textContent = passed
+          ? `Liveness: passed (${(data.actions || []).length} actions)`
+          : `Liveness: failed (${String(data.reason || "").replace("_", " ")})`;
+      }
+    } else if (event.type === "identity.face_match" && current.role !== "customer") {
+      badge.hidden = false;
+      badge.className = "badge " + (data.decision === "match" ? "badge-ok" : "badge-warn");
+      badge.textContent = `Face vs ID: ${data.decision === "match" ? "match" : "no match"} (${data.similarity})`;
+    }
+  }
+
+  async function startLiveness() {
+    if (!call) return;
+    clearError();
+    const customer = [...call.participants].find(([, role]) => role === "customer");
+    if (!customer) {
+      showError("No customer to check.", new Error("Wait until the customer has joined the call."));
+      return;
+    }
+    try {
+      const response = await fetch(`/v1/rooms/${encodeURIComponent(call.room)}/identity/liveness`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", "Authorization": "Bearer " + call.token },
+        body: JSON.stringify({ participant: customer[0] }),
+      });
+      if (!response.ok) throw await serverError(response);
+      const badge = $("identity-state");
+      badge.hidden = false;
+      badge.className = "badge badge-neutral";
+      badge.textContent = "Liveness: running";
+    } catch (error) {
+      showError("The liveness check could not start.", error);
     }
   }
 
@@ -660,6 +721,7 @@
     $("error-dismiss").addEventListener("click", clearError);
     $("consent-give").addEventListener("click", () => setConsent(true));
     $("consent-withdraw").addEventListener("click", () => setConsent(false));
+    $("liveness-start").addEventListener("click", startLiveness);
     $("unmute-remote").addEventListener("click", () => {
       const video = $("remote-video");
       video.muted = false;

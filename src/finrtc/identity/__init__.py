@@ -1,0 +1,1 @@
+"""Identity checks in the call: liveness challenge, face vs ID portrait, sealed evidence."""
