@@ -26,7 +26,7 @@ from finrtc import metrics
 from finrtc.config import LoadedConfig
 from finrtc.hooks.chain import HookProvider
 from finrtc.hooks.loader import load_hooks
-from finrtc.media.ice import pin_host_addresses
+from finrtc.media.aiortc_patches import accept_rsa_dtls_peers, pin_host_addresses
 from finrtc.room import RoomManager
 from finrtc.services import Services
 from finrtc.session import ExtensionFactory
@@ -57,6 +57,7 @@ def build_app(
         config.hooks, loaded.source.parent if loaded.source else None
     )
     pin_host_addresses(config.media.bind_addresses)
+    accept_rsa_dtls_peers()
     quiet_malformed_request_logs()
     # Built now so a bad webhook secret reference fails at start-up, naming its key.
     webhooks = WebhookDispatcher.from_loaded(loaded)

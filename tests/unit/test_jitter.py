@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
 
-from finrtc.media.jitter import MarkerJitterBuffer
+from finrtc.media.aiortc_patches import MarkerJitterBuffer
 
 
 def packet(seq: int, timestamp: int, marker: bool, data: bytes) -> RtpPacket:

@@ -8,6 +8,7 @@ the media layer, behind its typed adapters.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,22 @@ def test_media_archive_and_compliance_do_not_import_each_other() -> None:
         and _area(name) != _area(module)
     )
     assert crossings == []
+
+
+# Private names of aiortc / aioice that finrtc patches; each one may appear only in the module
+# that gathers the patches (with a version check and a test per patch).
+PATCH_MODULE = SRC / "media" / "aiortc_patches.py"
+PRIVATE_MEDIA_STACK = re.compile(
+    r"_RTCRtp\w+__\w+|_send_rtcp_pli|_send_keyframe|_remove_frame|_create_ssl_context"
+    r"|\.track\._queue|\b_data\b|aioice\.ice\.get_host_addresses"
+)
+
+
+def test_aiortc_internals_are_touched_only_in_the_patch_module() -> None:
+    offenders = {
+        str(path.relative_to(SRC)): sorted(set(PRIVATE_MEDIA_STACK.findall(path.read_text(encoding="utf-8"))))
+        for path in SRC.rglob("*.py")
+        if path != PATCH_MODULE
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+    assert PRIVATE_MEDIA_STACK.search(PATCH_MODULE.read_text(encoding="utf-8"))

@@ -1,8 +1,7 @@
 """ICE settings from config: which addresses media binds to and announces, which STUN/TURN servers.
 
-aioice gathers host candidates from every interface except 127.0.0.1 and has no option to choose
-them, so the gathering function is replaced process-wide with one that returns the configured
-addresses (like mediasoup's listenIps). aiortc's default ICE server is a public STUN host; we
+Host candidates are gathered on the configured addresses only (`pin_host_addresses`, a patch of
+aioice in finrtc.media.aiortc_patches). aiortc's default ICE server is a public STUN host; we
 always pass an explicit list, empty unless the operator configures one.
 """
 
@@ -11,27 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
 from finrtc.config import IceServerConfig
+from finrtc.media.aiortc_patches import pin_host_addresses
 
-_bound_addresses: list[str] = []
-
-
-def _configured_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    return [
-        address
-        for address in _bound_addresses
-        if (use_ipv4 and ":" not in address) or (use_ipv6 and ":" in address)
-    ]
-
-
-def pin_host_addresses(addresses: Sequence[str]) -> None:
-    """Make every peer connection in this process gather host candidates on `addresses` only."""
-    _bound_addresses[:] = list(addresses)
-    aioice.ice.get_host_addresses = _configured_host_addresses
-
+__all__ = ["announce_addresses", "pin_host_addresses", "rtc_configuration"]
 
 def rtc_configuration(servers: Sequence[IceServerConfig]) -> RTCConfiguration:
     return RTCConfiguration(

@@ -22,7 +22,7 @@ from aiortc.sdp import candidate_from_sdp
 from finrtc import metrics
 from finrtc.config import MediaConfig
 from finrtc.errors import BadRequestError
-from finrtc.media import jitter, receive_queue
+from finrtc.media import aiortc_patches, receive_queue
 from finrtc.media.forwarder import ForwardedTrack
 from finrtc.media.ice import announce_addresses, rtc_configuration
 from finrtc.model import MediaKind
@@ -54,13 +54,7 @@ def _check_offer(sdp: str) -> None:
 
 
 def _upstream_pli(receiver: RTCRtpReceiver) -> Callable[[], None]:
-    def request() -> None:
-        # aiortc has no public API for a PLI; the receiver knows the publisher's SSRCs.
-        ssrcs = list(getattr(receiver, "_RTCRtpReceiver__active_ssrc", {}).keys())
-        for ssrc in ssrcs:
-            spawn(receiver._send_rtcp_pli(ssrc), name="upstream-pli")
-
-    return request
+    return lambda: aiortc_patches.request_upstream_pli(receiver)
 
 
 def _video_codec_preferences() -> list[RTCRtpCodecCapability]:
@@ -74,12 +68,7 @@ def _audio_codec_preferences() -> list[RTCRtpCodecCapability]:
 
 
 def _route_keyframe_requests(sender: RTCRtpSender, track: ForwardedTrack) -> None:
-    def send_keyframe() -> None:
-        track.request_keyframe("pli")
-
-    # aiortc's own keyframe flag does nothing for pre-encoded packets: route PLI/FIR to the
-    # shared encoder instead.
-    sender._send_keyframe = send_keyframe  # type: ignore[method-assign]
+    aiortc_patches.route_keyframe_requests(sender, lambda: track.request_keyframe("pli"))
 
 
 class PeerConnection:
@@ -157,7 +146,7 @@ class PeerConnection:
                     metrics.FRAMES_DROPPED.labels(kind=transceiver.kind).inc,
                 )
             if transceiver.kind == "video":
-                jitter.install(transceiver.receiver)
+                aiortc_patches.set_jitter_buffer(transceiver.receiver, aiortc_patches.MarkerJitterBuffer())
         if not self._incoming:
             raise BadRequestError("the offer publishes no audio or video track (use sendonly or sendrecv)")
         answer = await self._answer()

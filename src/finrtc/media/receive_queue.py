@@ -31,6 +31,8 @@ from typing import Any
 import av
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
+from finrtc.media import aiortc_patches
+
 # Decoded frames waiting for the pipeline's reader. Video: about 130 ms (460 KB a frame at 480p);
 # a late picture is worth less than a current one. Audio: 5 s (4 KB a frame), so a stall of the
 # event loop never cuts speech out of the record; only real overload does, and is counted.
@@ -216,16 +218,13 @@ def install(
 ) -> tuple[EncodedFrameQueue, LatestFramesQueue]:
     """Bound a receiver's queues on both sides of its decoder thread; call before the receiver
     starts (first media). `on_drop` gets the number of frames each drop lost."""
-    # aiortc hands these private attributes to its decoder thread when the receiver starts;
-    # there is no public way to choose them.
-    decode_error = getattr(receiver, "_RTCRtpReceiver__decoder_error", None)
-    encoded = EncodedFrameQueue(kind, decode_error, on_drop)
-    setattr(receiver, "_RTCRtpReceiver__decoder_queue", encoded)  # noqa: B010
+    encoded = EncodedFrameQueue(kind, aiortc_patches.decoder_error_flag(receiver), on_drop)
+    aiortc_patches.set_decoder_queue(receiver, encoded)
     capacity = VIDEO_CAPACITY if kind == "video" else AUDIO_CAPACITY
     decoded = LatestFramesQueue(
         capacity,
         None if on_drop is None else lambda: on_drop(1),
         encoded if kind == "audio" else None,
     )
-    receiver.track._queue = decoded  # type: ignore[attr-defined]
+    aiortc_patches.set_decoded_queue(receiver, decoded)
     return encoded, decoded

@@ -1,0 +1,98 @@
+"""A WHIP publisher on GStreamer's webrtcbin (libnice ICE, GStreamer's own DTLS with an RSA
+certificate), run by the system Python that has python3-gst-1.0 (the venv has no PyGObject).
+
+Usage: gst_whip_publisher.py URL TOKEN SECONDS VIDEO_ENCODER
+Prints one JSON line per event: the answer's Location, every connection state, the end.
+"""
+
+import json
+import sys
+import urllib.request
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstSdp", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+ENCODERS = {
+    "vp8enc": "vp8enc deadline=1 keyframe-max-dist=30 ! rtpvp8pay pt=96 ! "
+    "application/x-rtp,media=video,encoding-name=VP8,payload=96",
+}
+
+
+def report(**fields: object) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def main(url: str, token: str, seconds: float, encoder: str) -> int:
+    Gst.init(None)
+    pipeline = Gst.parse_launch(
+        "webrtcbin name=webrtc bundle-policy=max-bundle "
+        "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=480,framerate=30/1 "
+        f"! videoconvert ! queue ! {ENCODERS[encoder]} ! webrtc."
+    )
+    webrtc = pipeline.get_by_name("webrtc")
+    loop = GLib.MainLoop()
+    failed = []
+
+    def post_offer() -> bool:
+        offer = webrtc.get_property("local-description").sdp.as_text()
+        request = urllib.request.Request(
+            url, data=offer.encode(), method="POST",
+            headers={"Content-Type": "application/sdp", "Authorization": "Bearer " + token},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                answer = response.read().decode()
+                report(event="answered", status=response.status, location=response.headers["Location"])
+        except Exception as error:  # the test reads the reason from this line
+            report(event="post_failed", error=repr(error))
+            failed.append(error)
+            loop.quit()
+            return False
+        _, message = GstSdp.SDPMessage.new_from_text(answer)
+        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, message)
+        webrtc.emit("set-remote-description", description, Gst.Promise.new())
+        return False
+
+    def on_offer(promise: Gst.Promise, _element: object, _data: object) -> None:
+        reply = promise.get_reply()
+        offer = reply.get_value("offer") if reply is not None else None
+        if offer is None:
+            report(event="offer_failed", reply=str(reply))
+            failed.append(reply)
+            loop.quit()
+            return
+        webrtc.emit("set-local-description", offer, Gst.Promise.new())
+
+    def on_negotiation_needed(element: Gst.Element) -> None:
+        element.emit("create-offer", None, Gst.Promise.new_with_change_func(on_offer, element, None))
+
+    def on_gathering(element: Gst.Element, _spec: object) -> None:
+        # No trickle: the offer goes out with every candidate once gathering is complete.
+        if element.get_property("ice-gathering-state") == GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+            GLib.idle_add(post_offer)
+
+    def on_connection(element: Gst.Element, _spec: object) -> None:
+        report(event="connection", state=element.get_property("connection-state").value_nick)
+
+    webrtc.connect("on-negotiation-needed", on_negotiation_needed)
+    webrtc.connect("notify::ice-gathering-state", on_gathering)
+    webrtc.connect("notify::connection-state", on_connection)
+    pipeline.set_state(Gst.State.READY)
+    # The linked sink pad created a sendrecv transceiver; a WHIP publisher only sends.
+    webrtc.emit("get-transceiver", 0).set_property(
+        "direction", GstWebRTC.WebRTCRTPTransceiverDirection.SENDONLY
+    )
+    pipeline.set_state(Gst.State.PLAYING)
+    GLib.timeout_add(int(seconds * 1000), loop.quit)
+    loop.run()
+    pipeline.set_state(Gst.State.NULL)
+    report(event="ended")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]))
