@@ -11,6 +11,7 @@ Run: python -m benchmarks.archive_bench [--minutes 60] [--dir DIR] [--keep]
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import fractions
 import json
@@ -138,7 +139,7 @@ def run(minutes: float, directory: Path, segment_seconds: float) -> dict[str, An
         TrackInfo("bench", "s1", "p", Role.AGENT, "cam", MediaKind.VIDEO), width=WIDTH, height=HEIGHT
     )
     recorder.add_track(TrackInfo("bench", "s1", "p", Role.AGENT, "mic", MediaKind.AUDIO))
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     offer_times: list[float] = []
     wall0 = time.time()
     started = time.perf_counter()
@@ -163,7 +164,7 @@ def run(minutes: float, directory: Path, segment_seconds: float) -> dict[str, An
             offer_times.append(time.perf_counter() - t0)
         if k % 100 == 0:
             print(f"recording: {k}/{segments} segments", file=sys.stderr, flush=True)
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     record_seconds = time.perf_counter() - started
     seals = sorted(recorder.seal_seconds)
     size = sum(p.stat().st_size for p in (directory / "archive").rglob("*") if p.is_file())

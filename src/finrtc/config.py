@@ -79,6 +79,9 @@ class VideoEncodingConfig(StrictModel):
     bitrate_bps: int = Field(default=800_000, ge=50_000, le=20_000_000)
     # Extra keyframes (subscriber PLI, joins) are rate-limited to this interval.
     keyframe_min_interval_s: float = Field(default=0.5, ge=0)
+    # Longest spacing between keyframes of the shared encoder, so a viewer that lost packets
+    # without asking (no PLI) recovers within it. Segment boundaries ask for their own keyframe.
+    keyframe_interval_s: float = Field(default=4.0, gt=0, le=60)
     # libvpx speed, larger magnitude = faster and coarser. Negative is a fixed speed; positive
     # lets libvpx adapt, and it then spends the whole frame budget: at 640x480 -8 encoded in
     # 2.1 ms what 8 took 3.7 ms for, at the same PSNR and bitrate.

@@ -53,7 +53,6 @@ from finrtc.tasks import spawn
 log = logging.getLogger(__name__)
 
 # Without a recording service, keyframes still come this often so late joiners recover quickly.
-DEFAULT_KEYFRAME_INTERVAL_S = 4.0
 CLOSED_ROOMS_REMEMBERED = 1024
 # Rooms cancelled at the drain deadline get this long to unwind before the server moves on.
 DRAIN_CANCEL_GRACE_S = 1.0
@@ -245,7 +244,6 @@ class Room:
             self._manager.config.media,
             session.clock,
             self.events.emit,
-            keyframe_interval_s=session.keyframe_interval_s(DEFAULT_KEYFRAME_INTERVAL_S),
             # aiortc decodes VP8 with libvpx, which hands out frames it no longer references
             # (tests/media/test_decoder_frames.py); other decoders keep references: copy those.
             frames_are_private=item.codec.lower() == "video/vp8",

@@ -80,9 +80,6 @@ class ArchiveExtension:
     def hook_providers(self) -> Sequence[HookProvider]:
         return ()
 
-    def keyframe_interval_s(self) -> float | None:
-        return self.recorder.segment_seconds
-
     def on_track(self, pipeline: TrackPipeline) -> None:
         track = pipeline.track
         self._pipelines[track.track_id] = pipeline
@@ -151,9 +148,6 @@ class ComplianceExtension:
 
     def hook_providers(self) -> Sequence[HookProvider]:
         return (self.session.tap_provider,)
-
-    def keyframe_interval_s(self) -> float | None:
-        return None
 
     def on_track(self, pipeline: TrackPipeline) -> None:
         pass

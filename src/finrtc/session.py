@@ -40,10 +40,6 @@ class SessionExtension(Protocol):
         """Every room event while the session is live, in order, on the event loop."""
         ...
 
-    def keyframe_interval_s(self) -> float | None:
-        """The keyframe spacing this service needs (segment length), or None."""
-        ...
-
     async def close(self, clean: bool) -> None:
         """The session ended; clean=False after a crash-like end (shutdown timeout, failure)."""
         ...
@@ -72,10 +68,6 @@ class CallSession:
 
     def hook_providers(self) -> list[HookProvider]:
         return [provider for extension in self.extensions for provider in extension.hook_providers()]
-
-    def keyframe_interval_s(self, default: float) -> float:
-        wanted = [value for ext in self.extensions if (value := ext.keyframe_interval_s()) is not None]
-        return min(wanted, default=default)
 
     def on_track(self, pipeline: TrackPipeline) -> None:
         for extension in self.extensions:

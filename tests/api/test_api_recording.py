@@ -82,3 +82,39 @@ async def test_api_close_seals_a_live_recording(tmp_path: Path, http: aiohttp.Cl
     assert report["status"] == "valid" and report["final_record"] is True, report
     assert report["segments_valid"] == report["segments_total"] >= 2, report
     assert report["last_sealed_media_time"] >= 1.0, report
+
+
+async def test_segment_boundaries_are_the_recorders_keyframe_schedule(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """With the encoder's own keyframe spacing far above the segment length, every 1 s segment
+    still starts on a keyframe near its boundary: the recorder's request is the one schedule."""
+    _keys, loaded = archive_loaded(
+        tmp_path, auth={"api_keys": {API_KEY: API_KEY_SECRET}},
+        media={"video": {"keyframe_interval_s": 60.0}},
+    )
+    server = await start_server(loaded)
+    room = "boundaries"
+    try:
+        async with http.post(server.base + "/v1/rooms", headers=basic(), json={"name": room}) as response:
+            assert response.status == 201
+        async with http.post(server.base + "/v1/tokens", headers=basic(),
+                             json={"room": room, "identity": "agent7", "role": "agent"}) as response:
+            token = (await response.json())["token"]
+        publisher = await client.publish(http, server.base, room, token, [PatternVideoTrack()])
+        try:
+            await wait_live(http, server.base, room, 4.5)
+            async with http.post(f"{server.base}/v1/rooms/{room}/close", headers=basic()) as response:
+                assert response.status == 200
+                closed = await response.json()
+        finally:
+            await client.close(publisher)
+    finally:
+        await server.runner.cleanup()
+    records = sorted((tmp_path / "archive" / room / closed["last_session"] / "records").glob("*.json"))
+    bodies = [json.loads(path.read_text())["body"] for path in records]
+    assert len(bodies) >= 4, len(bodies)
+    for body in bodies[:-1]:  # the last segment ends with the call, at any length
+        (span,) = [t for t in body["tracks"].values() if t["kind"] == "video"]
+        assert span["starts_with_keyframe"], body["index"]
+        assert 0.6 <= body["media_end"] - body["media_start"] <= 1.5, body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,13 +104,13 @@ def record_sync(keys: Keys, archive_dir: Path, session: str, seconds: float, *,
     call = av_call(video, audio)
     storage = LocalStorage(archive_dir, durable=False)
     recorder = new_recorder(keys, storage, session, call=call, **extra)
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in call.packets(seconds, skip=skip):
         recorder.offer(packet)
         if during is not None:
             during(recorder, packet)
     if close:
-        recorder.close_sync()
+        asyncio.run(recorder.close())
     return archive_dir / ROOM / session
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -91,10 +92,11 @@ async def test_record_verify_export_decodes(keys: Keys, tmp_path: Path, capsys: 
 def test_each_segment_plays_on_its_own(keys: Keys, tmp_path: Path) -> None:
     session = record_sync(keys, tmp_path / "archive", "sess-b", 3.0)
     storage = LocalStorage(session)
-    from finrtc.archive.records import open_record
+    from finrtc.archive.records import Manifest, open_typed
     from finrtc.archive.verify import decrypt_segment, open_data_key
 
-    manifest = open_record((session / "manifest.json").read_bytes(), keys.verify_key)
+    manifest, _digest = open_typed((session / "manifest.json").read_bytes(), keys.verify_key,
+                                   Manifest)
     box = open_data_key(storage, "", manifest, keys.archive_private)
     for index in range(3):
         segment = decrypt_segment(storage, "", index, box)
@@ -139,7 +141,7 @@ def test_single_segment_proof(keys: Keys, tmp_path: Path, capsys: Any) -> None:
     report = json.loads(capsys.readouterr().out)
     proof = report["proof"]
     assert proof["segment"] == 1 and proof["path"] and proof["records_root"]
-    from finrtc.archive.records import merkle_verify, record_leaf
+    from finrtc.archive.merkle import merkle_verify, record_leaf
 
     assert merkle_verify(record_leaf(proof["record_digest"]), proof["path"],
                          proof["records_root"])
@@ -192,7 +194,7 @@ def test_av_drift_is_found(keys: Keys, tmp_path: Path, capsys: Any) -> None:
     call = av_call()
     recorder = new_recorder(keys, LocalStorage(tmp_path / "archive", durable=False), "drift",
                             call=call)
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     import dataclasses
 
     for packet in call.packets(4.0):
@@ -201,7 +203,7 @@ def test_av_drift_is_found(keys: Keys, tmp_path: Path, capsys: Any) -> None:
             # sound lags picture by 300 ms in a player.
             packet = dataclasses.replace(packet, pts=packet.sequence * 1056)
         recorder.offer(packet)
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     session = tmp_path / "archive" / ROOM / "drift"
     assert run_cli(verify_args(keys, session)) == 1
     report = json.loads(capsys.readouterr().out)
@@ -227,12 +229,12 @@ def test_queue_overflow_is_sealed_not_silent(keys: Keys, tmp_path: Path, capsys:
     call = av_call()
     storage = GatedStorage(tmp_path / "archive")
     recorder = new_recorder(keys, storage, "overflow", call=call, queue_packets=100)
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in call.packets(8.0):
         recorder.offer(packet)
     assert recorder.dropped_packets > 0
     storage.gate.set()
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     session = tmp_path / "archive" / ROOM / "overflow"
     final = json.loads((session / "final.json").read_text())["body"]
     assert final["compromised"] is True
@@ -253,10 +255,10 @@ def test_offer_never_blocks_and_keyframe_hint(keys: Keys, tmp_path: Path) -> Non
     call = av_call()
     recorder = new_recorder(keys, LocalStorage(tmp_path / "archive"), "hint", call=call)
     recorder.on_keyframe_needed = requested.append
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in call.packets(3.2):
         recorder.offer(packet)
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     # One request per boundary (1 s, 2 s, 3 s) for the one video track.
     assert requested == ["cam-1", "cam-1", "cam-1"]
 
@@ -349,11 +351,11 @@ def test_two_participants_each_segment_starts_on_keyframes(keys: Keys, tmp_path:
                            width=call.video.width, height=call.video.height)
         recorder.add_track(track(ROOM, "two", call.audio.track_id, MediaKind.AUDIO, who, role),
                            channels=call.audio.channels)
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in heapq.merge(agent.packets(4.0), customer.packets(4.0),
                               key=lambda p: p.media_time):
         recorder.offer(packet)
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     session = tmp_path / "archive" / ROOM / "two"
     for record in sorted((session / "records").glob("*.json")):
         body = json.loads(record.read_text())["body"]
@@ -384,10 +386,10 @@ def test_periodic_keyframe_slightly_early_starts_the_segment(keys: Keys, tmp_pat
     # before a 1 s boundary, and must still start the next segment.
     call = Call(VideoSource("cam-1", keyframe_interval=24), AudioSource("mic-1"))
     recorder = new_recorder(keys, LocalStorage(tmp_path / "archive", durable=False), "early")
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in call.packets(4.0):
         recorder.offer(packet)
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     session = tmp_path / "archive" / ROOM / "early"
     bodies = [json.loads(r.read_text())["body"] for r in sorted((session / "records").glob("*"))]
     starts = [round(b["tracks"]["cam-1"]["first_time"], 2) for b in bodies if "cam-1" in b["tracks"]]

@@ -8,6 +8,7 @@ accepted by moto 5.x although AWS refuses it, so that is not asserted.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 from collections.abc import Iterator
@@ -61,10 +62,10 @@ def storage(s3_endpoint: str, request: pytest.FixtureRequest) -> S3Storage:
 def record(keys: Keys, storage: S3Storage, session: str, seconds: float = 3.0) -> str:
     call = av_call()
     recorder = new_recorder(keys, storage, session, call=call)
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in call.packets(seconds):
         recorder.offer(packet)
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     return f"{ROOM}/{session}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import re
@@ -78,10 +79,10 @@ def test_storage_failure_is_sealed(keys: Keys, tmp_path: Path, capsys: Any) -> N
     call = av_call()
     storage = FlakyStorage(tmp_path / "archive")
     recorder = new_recorder(keys, storage, "flaky", call=call)
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in call.packets(5.0):
         recorder.offer(packet)
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     assert storage.failed
     session = tmp_path / "archive" / ROOM / "flaky"
     final = json.loads((session / "final.json").read_text())["body"]
@@ -97,12 +98,12 @@ def test_storage_failure_is_sealed(keys: Keys, tmp_path: Path, capsys: Any) -> N
 def test_non_increasing_pts_is_sealed_not_fatal(keys: Keys, tmp_path: Path, capsys: Any) -> None:
     call = av_call()
     recorder = new_recorder(keys, LocalStorage(tmp_path / "archive"), "pts", call=call)
-    recorder.start_sync()
+    asyncio.run(recorder.start())
     for packet in call.packets(2.0):
         recorder.offer(packet)
         if packet.track_id == "mic-1" and packet.sequence == 10:
             recorder.offer(dataclasses.replace(packet, sequence=999))
-    recorder.close_sync()
+    asyncio.run(recorder.close())
     session = tmp_path / "archive" / ROOM / "pts"
     assert run_cli(verify_args(keys, session)) == 0
     report = json.loads(capsys.readouterr().out)

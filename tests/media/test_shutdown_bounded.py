@@ -49,9 +49,6 @@ class HangingService:
     def on_event(self, event: RoomEvent) -> None:
         pass
 
-    def keyframe_interval_s(self) -> float | None:
-        return None
-
     async def close(self, clean: bool) -> None:
         self.close_started.set()
         try:

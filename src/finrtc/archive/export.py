@@ -21,7 +21,7 @@ from nacl.public import PrivateKey
 from nacl.signing import VerifyKey
 
 from finrtc.archive import layout
-from finrtc.archive.records import open_record
+from finrtc.archive.records import Manifest, open_typed
 from finrtc.archive.segment import split_segment
 from finrtc.archive.storage import Storage
 from finrtc.archive.verify import (
@@ -83,7 +83,8 @@ def export_session(
         )
         raise ArchiveError(f"nothing to export from {report.source}: {reason} "
                            f"(see {text_path})")
-    manifest = open_record(storage.get(layout.join(prefix, layout.MANIFEST)), verify_key)
+    manifest, _digest = open_typed(storage.get(layout.join(prefix, layout.MANIFEST)), verify_key,
+                                   Manifest)
     box = open_data_key(storage, prefix, manifest, archive_key)
 
     # Pass 1: the tracks of every exported segment (streams must exist before the first packet).
@@ -185,7 +186,7 @@ def export_clip_package(
             + report.summary()
         )
     manifest_bytes = storage.get(layout.join(prefix, layout.MANIFEST))
-    manifest = open_record(manifest_bytes, verify_key)
+    manifest, _digest = open_typed(manifest_bytes, verify_key, Manifest)
     box = open_data_key(storage, prefix, manifest, archive_key)
     plaintext = box.decrypt(storage.get(layout.join(prefix, layout.segment_name(index))))
     segment = split_segment(plaintext)

@@ -1,23 +1,30 @@
-"""Signed records, canonical encoding and Merkle trees of the sealed archive.
+"""The sealed archive's record format: typed records and their signed envelope.
 
-Every signed document (manifest, segment record, final record, destruction receipt) is stored as
-a JSON envelope ``{"body": {...}, "signature": base64, "signer": hex fingerprint}``. The signature
-covers the canonical encoding of `body` (sorted keys, no whitespace, ASCII only), so the stored
-file's formatting does not matter; its digest (`record_digest`) is the SHA-256 of those canonical
-bytes and is what the next record links to.
+Every signed document (manifest, segment record, final record, legal hold, destruction receipt) is
+one of the record classes below, written by the recorder and the retention tools and read back by
+verify and export through the same class, so the format exists in one place. Each body carries
+``type`` and ``format`` (`FORMAT_VERSION`); a reader refuses a version it does not know rather
+than guessing at fields.
 
-Merkle trees follow RFC 6962 (leaf = H(0x00 || data), node = H(0x01 || left || right), an odd
-node is promoted unchanged), so an inclusion proof is a list of sibling hashes.
+A body is stored as a JSON envelope ``{"body": {...}, "signature": base64, "signer": hex
+fingerprint}``. The signature covers the canonical encoding of `body` (sorted keys, no whitespace,
+ASCII only), so the stored file's formatting does not matter; its digest (`record_digest`) is the
+SHA-256 of those canonical bytes and is what the next record links to. Digests are always taken
+over the stored body, never over a re-encoding of the typed record.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from typing import Any
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self, TypeVar
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -25,7 +32,6 @@ from nacl.signing import VerifyKey
 from finrtc.archive.keys import Signer, fingerprint
 
 FORMAT_VERSION = 1
-EMPTY_ROOT = hashlib.sha256(b"").hexdigest()
 
 
 def canonical(value: Any) -> bytes:
@@ -51,6 +57,10 @@ def seal_record(body: Mapping[str, Any], signer: Signer) -> bytes:
         "signer": signer.fingerprint,
     }
     return json.dumps(envelope, sort_keys=True, indent=1, ensure_ascii=True).encode("ascii") + b"\n"
+
+
+# RecordError codes of a well-signed body that is not the expected record of this format.
+FORMAT_ERRORS = frozenset({"record_type", "record_format", "record_malformed"})
 
 
 class RecordError(Exception):
@@ -93,73 +103,303 @@ def open_record(data: bytes, verify_key: VerifyKey) -> dict[str, Any]:
     return body
 
 
-def merkle_leaf(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
+# ------------------------------------------------------------------------------ typed records
+
+# Marks a field left out of the stored body while it holds its default (keeps old bodies as they
+# were written: e.g. an event's `late` flag exists only when true).
+OMIT_DEFAULT: Mapping[str, bool] = types.MappingProxyType({"omit_default": True})
+
+_T = TypeVar("_T")
 
 
-def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+def _decode(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _decode(option, value, where)
+            except RecordError as error:
+                errors.append(str(error))
+        raise RecordError("record_malformed", errors[0] if errors else f"{where}: missing")
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecordError("record_malformed", f"{where}: expected a list")
+        (item,) = typing.get_args(hint)
+        return [_decode(item, element, f"{where}[{i}]") for i, element in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecordError("record_malformed", f"{where}: expected an object")
+        _key, item = typing.get_args(hint)
+        return {str(k): _decode(item, element, f"{where}.{k}") for k, element in value.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _from_json(hint, value, where)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RecordError("record_malformed", f"{where}: expected true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecordError("record_malformed", f"{where}: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecordError("record_malformed", f"{where}: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise RecordError("record_malformed", f"{where}: expected a string")
+        return value
+    raise TypeError(f"record field type {hint!r} is not supported")  # a bug in this module
 
 
-def merkle_root(leaves: Sequence[bytes]) -> str:
-    if not leaves:
-        return EMPTY_ROOT
-    level = list(leaves)
-    while len(level) > 1:
-        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-    return level[0].hex()
-
-
-def merkle_proof(leaves: Sequence[bytes], index: int) -> list[dict[str, str]]:
-    """Sibling path of leaf `index`: [{"side": "left"|"right", "hash": hex}, ...]."""
-    proof: list[dict[str, str]] = []
-    level = list(leaves)
-    position = index
-    while len(level) > 1:
-        sibling = position ^ 1
-        if sibling < len(level):
-            proof.append(
-                {"side": "left" if sibling < position else "right", "hash": level[sibling].hex()}
-            )
-        nxt = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            nxt.append(level[-1])
-        level = nxt
-        position //= 2
-    return proof
-
-
-def merkle_verify(leaf: bytes, proof: Sequence[Mapping[str, str]], root_hex: str) -> bool:
-    node = leaf
-    try:
-        for step in proof:
-            sibling = bytes.fromhex(step["hash"])
-            node = _node(sibling, node) if step["side"] == "left" else _node(node, sibling)
-    except (KeyError, ValueError):
-        return False
-    return node.hex() == root_hex
-
-
-def packet_leaf(
-    track_id: str,
-    sequence: int,
-    pts: int,
-    time_base: tuple[int, int],
-    keyframe: bool,
-    wall_clock: float,
-    data_digest: str,
-) -> bytes:
-    """The Merkle leaf committing to one encoded packet and its metadata."""
-    return merkle_leaf(
-        canonical(
-            [track_id, sequence, pts, time_base[0], time_base[1], keyframe, wall_clock, data_digest]
+def _from_json(cls: type[_T], data: Any, where: str) -> _T:
+    if not isinstance(data, Mapping):
+        raise RecordError("record_malformed", f"{where}: expected an object")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    known = set()
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not item.init:
+            continue
+        known.add(item.name)
+        if item.name not in data:
+            if item.default is not dataclasses.MISSING or item.default_factory is not dataclasses.MISSING:
+                continue
+            raise RecordError("record_malformed", f"{where}.{item.name}: missing")
+        values[item.name] = _decode(hints[item.name], data[item.name], f"{where}.{item.name}")
+    unknown = sorted(set(data) - known - {"type", "format"})
+    if unknown:
+        # A signed field this reader does not understand could change the record's meaning.
+        raise RecordError(
+            "record_malformed", f"{where}: unknown field(s) {', '.join(unknown)} for this format"
         )
-    )
+    return cls(**values)
 
 
-def record_leaf(digest_hex: str) -> bytes:
-    """Leaf of the session tree over segment record digests (used by single-segment proofs)."""
-    return merkle_leaf(bytes.fromhex(digest_hex))
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        body: dict[str, Any] = {}
+        for item in dataclasses.fields(value):
+            current = getattr(value, item.name)
+            if item.metadata.get("omit_default") and current == item.default:
+                continue
+            body[item.name] = _to_json(current)
+        return body
+    if isinstance(value, list):
+        return [_to_json(element) for element in value]
+    if isinstance(value, dict):
+        return {key: _to_json(element) for key, element in value.items()}
+    return value
+
+
+class Record:
+    """A signed body of one `TYPE`; subclasses are frozen dataclasses."""
+
+    TYPE: ClassVar[str]
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = _to_json(self)
+        body["type"] = self.TYPE
+        body["format"] = FORMAT_VERSION
+        return body
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Self:
+        if body.get("type") != cls.TYPE:
+            raise RecordError(
+                "record_type", f"expected a {cls.TYPE} record, found {body.get('type')!r}"
+            )
+        if body.get("format") != FORMAT_VERSION:
+            raise RecordError(
+                "record_format",
+                f"{cls.TYPE} record has format {body.get('format')!r}; this finrtc reads format "
+                f"{FORMAT_VERSION} (use the finrtc version that wrote it)",
+            )
+        return _from_json(cls, body, cls.TYPE)
+
+    def seal(self, signer: Signer) -> tuple[bytes, str]:
+        """The stored bytes of the signed record and the digest the next record links to."""
+        body = self.to_json()
+        return seal_record(body, signer), record_digest(body)
+
+
+_R = TypeVar("_R", bound=Record)
+
+
+def open_typed(data: bytes, verify_key: VerifyKey, cls: type[_R]) -> tuple[_R, str]:
+    """Check the envelope's signature, parse the body as `cls`; returns it and its digest."""
+    body = open_record(data, verify_key)
+    return cls.from_json(body), record_digest(body)
+
+
+@dataclass(frozen=True)
+class SealedKeyRef:
+    file: str
+    recipient: str
+
+
+@dataclass(frozen=True)
+class SignerRef:
+    fingerprint: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class Manifest(Record):
+    TYPE: ClassVar[str] = "manifest"
+    room: str
+    session_id: str
+    session_nonce: str
+    created_at: str
+    created_wall: float
+    retention_class: str
+    retention_days: int
+    retain_until: str
+    residency: str | None
+    segment_seconds: float
+    signer: SignerRef
+    sealed_keys: list[SealedKeyRef]
+    cipher: str
+    digest: str
+    container: str
+
+    def sealed_key_for(self, recipient: str) -> SealedKeyRef | None:
+        return next((item for item in self.sealed_keys if item.recipient == recipient), None)
+
+
+@dataclass(frozen=True)
+class SealedEvent:
+    """A compliance event sealed in the segment covering its media time."""
+
+    type: str
+    media_time: float
+    severity: str
+    data: dict[str, Any]
+    wall_clock: float
+    # Sealed after its segment had closed (it belongs to an earlier media time).
+    late: bool = field(default=False, metadata=OMIT_DEFAULT)
+
+    @property
+    def track_id(self) -> str | None:
+        value = self.data.get("track_id")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
+class TrackSpan:
+    """One track's packets inside one segment."""
+
+    kind: str
+    packets: int
+    first_sequence: int
+    last_sequence: int
+    first_time: float
+    last_time: float
+    end_time: float
+    starts_with_keyframe: bool
+
+
+@dataclass(frozen=True)
+class SegmentRecord(Record):
+    TYPE: ClassVar[str] = "segment"
+    room: str
+    session_id: str
+    index: int
+    prev: str
+    segment_file: str
+    plaintext_sha256: str
+    ciphertext_sha256: str
+    ciphertext_bytes: int
+    merkle_root: str
+    packet_count: int
+    media_start: float
+    media_end: float
+    wall_start: float | None
+    wall_end: float | None
+    sealed_at: str
+    tracks: dict[str, TrackSpan]
+    events: list[SealedEvent]
+
+
+@dataclass(frozen=True)
+class TrackTotals:
+    """One track over the whole session (its container parameters and what was received)."""
+
+    track_id: str
+    kind: str
+    participant: str
+    role: str
+    codec: str
+    packets: int
+    bytes: int
+    first_time: float | None
+    last_time: float
+    # "clean", "unclean" or "session_end".
+    ended: str
+    width: int | None = field(default=None, metadata=OMIT_DEFAULT)
+    height: int | None = field(default=None, metadata=OMIT_DEFAULT)
+    sample_rate: int | None = field(default=None, metadata=OMIT_DEFAULT)
+    channels: int | None = field(default=None, metadata=OMIT_DEFAULT)
+
+
+@dataclass(frozen=True)
+class FinalRecord(Record):
+    TYPE: ClassVar[str] = "final"
+    room: str
+    session_id: str
+    prev: str
+    segments: int
+    records_root: str
+    media_start: float
+    media_end: float
+    ended_at: str
+    end_reason: str
+    tracks: dict[str, TrackTotals]
+    # Sealed in segments (the sum over the records); received may be larger when a segment
+    # could not be stored.
+    packets_total: int
+    packets_received: int
+    bytes_total: int
+    dropped_packets: int
+    events_total: int
+    compromised: bool
+    compromise_reasons: list[str]
+
+
+@dataclass(frozen=True)
+class DestroyedKey:
+    file: str
+    sealed_digest: str
+
+
+@dataclass(frozen=True)
+class DestructionReceipt(Record):
+    TYPE: ClassVar[str] = "destruction_receipt"
+    room: str
+    session_id: str
+    manifest_digest: str
+    retention_class: str
+    retain_until: str
+    destroyed_at: str
+    policy_time: str
+    destroyed_keys: list[DestroyedKey]
+    reason: str
+
+
+@dataclass(frozen=True)
+class LegalHold(Record):
+    TYPE: ClassVar[str] = "legal_hold"
+    on: bool
+    room: str
+    session_id: str
+    reason: str
+    placed_at: str | None = field(default=None, metadata=OMIT_DEFAULT)
+    lifted_at: str | None = field(default=None, metadata=OMIT_DEFAULT)

@@ -19,11 +19,13 @@ from nacl.signing import VerifyKey
 from finrtc.archive import layout
 from finrtc.archive.keys import Signer
 from finrtc.archive.records import (
-    FORMAT_VERSION,
+    DestroyedKey,
+    DestructionReceipt,
+    LegalHold,
+    Manifest,
     RecordError,
-    open_record,
+    open_typed,
     record_digest,
-    seal_record,
 )
 from finrtc.archive.storage import Storage
 from finrtc.errors import ArchiveError
@@ -91,12 +93,14 @@ def purge(
         if only is not None and prefix not in only:
             continue
         try:
-            manifest = open_record(storage.get(layout.join(prefix, layout.MANIFEST)), verify_key)
+            manifest, manifest_digest = open_typed(
+                storage.get(layout.join(prefix, layout.MANIFEST)), verify_key, Manifest
+            )
         except (RecordError, FileNotFoundError) as error:
             # Never destroy keys on the word of a manifest we cannot authenticate.
             result.outcomes.append(PurgeOutcome(prefix, "skipped_invalid", f"manifest: {error}"))
             continue
-        retain_until = parse_time(str(manifest.get("retain_until")))
+        retain_until = parse_time(manifest.retain_until)
         until_text = _iso(retain_until)
         if storage.exists(layout.join(prefix, layout.LEGAL_HOLD)):
             result.outcomes.append(
@@ -128,21 +132,19 @@ def purge(
                 digest = record_digest({"sealed": storage.get(key).hex()})
             except FileNotFoundError:
                 continue
-            destroyed.append({"file": key[len(prefix) + 1 :], "sealed_digest": digest})
-        body = {
-            "type": "destruction_receipt",
-            "format": FORMAT_VERSION,
-            "room": manifest.get("room"),
-            "session_id": manifest.get("session_id"),
-            "manifest_digest": record_digest(manifest),
-            "retention_class": manifest.get("retention_class"),
-            "retain_until": until_text,
-            "destroyed_at": _iso(dt.datetime.fromtimestamp(time.time(), dt.UTC)),
-            "policy_time": _iso(moment),
-            "destroyed_keys": destroyed,
-            "reason": "retention period ended; session data key crypto-shredded",
-        }
-        storage.put(receipt_key, seal_record(body, signer), retain_until=None)
+            destroyed.append(DestroyedKey(file=key[len(prefix) + 1 :], sealed_digest=digest))
+        receipt = DestructionReceipt(
+            room=manifest.room,
+            session_id=manifest.session_id,
+            manifest_digest=manifest_digest,
+            retention_class=manifest.retention_class,
+            retain_until=until_text,
+            destroyed_at=_iso(dt.datetime.fromtimestamp(time.time(), dt.UTC)),
+            policy_time=_iso(moment),
+            destroyed_keys=destroyed,
+            reason="retention period ended; session data key crypto-shredded",
+        )
+        storage.put(receipt_key, receipt.seal(signer)[0], retain_until=None)
         for key in remaining:
             storage.destroy(key)
         result.outcomes.append(
@@ -158,12 +160,11 @@ def place_legal_hold(storage: Storage, prefix: str, signer: Signer, reason: str)
     if storage.exists(marker):
         raise ArchiveError(f"{prefix} is already under legal hold")
     stamp = time.time()
-    body = {
-        "type": "legal_hold", "format": FORMAT_VERSION, "on": True,
-        "room": prefix.split("/")[0], "session_id": prefix.split("/")[-1],
-        "reason": reason, "placed_at": _iso(dt.datetime.fromtimestamp(stamp, dt.UTC)),
-    }
-    signed = seal_record(body, signer)
+    hold = LegalHold(
+        on=True, room=prefix.split("/")[0], session_id=prefix.split("/")[-1], reason=reason,
+        placed_at=_iso(dt.datetime.fromtimestamp(stamp, dt.UTC)),
+    )
+    signed, _digest = hold.seal(signer)
     storage.put(layout.join(prefix, f"legal_hold_log/{int(stamp * 1000)}-on.json"), signed)
     # The marker itself is not retention-locked so that the hold can be lifted later.
     storage.put(marker, signed, retain_until=None)
@@ -175,12 +176,11 @@ def lift_legal_hold(storage: Storage, prefix: str, signer: Signer, reason: str) 
     if not storage.exists(marker):
         raise ArchiveError(f"{prefix} is not under legal hold")
     stamp = time.time()
-    body = {
-        "type": "legal_hold", "format": FORMAT_VERSION, "on": False,
-        "room": prefix.split("/")[0], "session_id": prefix.split("/")[-1],
-        "reason": reason, "lifted_at": _iso(dt.datetime.fromtimestamp(stamp, dt.UTC)),
-    }
+    lift = LegalHold(
+        on=False, room=prefix.split("/")[0], session_id=prefix.split("/")[-1], reason=reason,
+        lifted_at=_iso(dt.datetime.fromtimestamp(stamp, dt.UTC)),
+    )
     storage.put(layout.join(prefix, f"legal_hold_log/{int(stamp * 1000)}-off.json"),
-                seal_record(body, signer))
+                lift.seal(signer)[0])
     storage.set_legal_hold(prefix, False)
     storage.destroy(marker)

@@ -23,7 +23,8 @@ from typing import Any
 
 import av
 
-from finrtc.archive.records import canonical, packet_leaf
+from finrtc.archive.merkle import packet_leaf
+from finrtc.archive.records import canonical
 from finrtc.model import EncodedPacket, MediaKind
 
 MAGIC = b"FINRTCSEG1"

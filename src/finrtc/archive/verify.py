@@ -11,12 +11,13 @@ but no final record), 3 cannot check (unreadable key, not an archive).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nacl.exceptions
 import nacl.secret
@@ -25,14 +26,20 @@ from nacl.signing import VerifyKey
 
 from finrtc.archive import layout
 from finrtc.archive.keys import fingerprint
+from finrtc.archive.merkle import merkle_proof, merkle_root, merkle_verify, record_leaf
 from finrtc.archive.records import (
+    FORMAT_ERRORS,
+    DestructionReceipt,
+    FinalRecord,
+    LegalHold,
+    Manifest,
+    Record,
     RecordError,
-    merkle_proof,
-    merkle_root,
-    merkle_verify,
+    SealedEvent,
+    SegmentRecord,
     open_record,
+    open_typed,
     record_digest,
-    record_leaf,
     sha256_hex,
 )
 from finrtc.archive.segment import (
@@ -42,6 +49,8 @@ from finrtc.archive.segment import (
     split_segment,
 )
 from finrtc.archive.storage import TEMP_MARKER, Storage
+
+_R = TypeVar("_R", bound=Record)
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -220,7 +229,7 @@ class _SessionReader:
 @dataclass
 class _SegmentState:
     index: int
-    body: dict[str, Any]
+    record: SegmentRecord
     digest: str
     valid: bool
     packets: list[tuple[str, float, float, float]] = field(default_factory=list)
@@ -245,7 +254,8 @@ class Verifier:
         self.progress = progress
         self.report = VerifyReport(source or layout.join(storage.describe(), prefix))
         self.box: nacl.secret.SecretBox | None = None
-        self.manifest: dict[str, Any] | None = None
+        self.manifest: Manifest | None = None
+        self.manifest_digest = ""
         self.tracks: dict[str, dict[str, Any]] = {}
         self._last_end = 0.0
 
@@ -273,17 +283,15 @@ class Verifier:
                        "(expected <archive dir>/<room>/<session-id>/)")
             return False
         try:
-            body = open_record(data, self.verify_key)
+            manifest, digest = open_typed(data, self.verify_key, Manifest)
         except RecordError as error:
-            report.add(ERROR, f"manifest_{error.code}", f"manifest: {error}")
+            code = "invalid" if error.code in FORMAT_ERRORS else error.code
             # Without a trustworthy manifest nothing else can be bound to the session.
+            report.add(ERROR, f"manifest_{code}", f"manifest: {error}")
             return False
-        if body.get("type") != "manifest":
-            report.add(ERROR, "manifest_invalid", "manifest.json is not a manifest record")
-            return False
-        self.manifest = body
-        report.room = str(body.get("room"))
-        report.session_id = str(body.get("session_id"))
+        self.manifest, self.manifest_digest = manifest, digest
+        report.room = manifest.room
+        report.session_id = manifest.session_id
         return True
 
     def _load_side_files(self) -> None:
@@ -296,28 +304,28 @@ class Verifier:
         destruction = self.reader.get(layout.DESTRUCTION)
         if destruction is not None:
             try:
-                body = open_record(destruction, self.verify_key)
+                receipt, _digest = open_typed(destruction, self.verify_key, DestructionReceipt)
             except RecordError as error:
                 report.add(ERROR, f"receipt_{error.code}", f"destruction receipt: {error}")
             else:
-                if body.get("session_id") != report.session_id or body.get("room") != report.room:
+                if (receipt.room, receipt.session_id) != (report.room, report.session_id):
                     report.add(ERROR, "receipt_foreign",
                                "the destruction receipt belongs to another session")
                 else:
                     report.keys_destroyed = {
-                        "destroyed_at": body.get("destroyed_at"),
-                        "keys": body.get("destroyed_keys"),
-                        "reason": body.get("reason"),
+                        "destroyed_at": receipt.destroyed_at,
+                        "keys": [dataclasses.asdict(key) for key in receipt.destroyed_keys],
+                        "reason": receipt.reason,
                     }
                     report.add(INFO, "keys_destroyed",
-                               f"session keys destroyed at {body.get('destroyed_at')} "
+                               f"session keys destroyed at {receipt.destroyed_at} "
                                "(crypto-shredded after retention); media cannot be decrypted")
         hold = self.reader.get(layout.LEGAL_HOLD)
         if hold is not None:
             try:
-                hold_body = open_record(hold, self.verify_key)
-                report.legal_hold = {"on": True, "reason": hold_body.get("reason"),
-                                     "since": hold_body.get("placed_at")}
+                marker, _digest = open_typed(hold, self.verify_key, LegalHold)
+                report.legal_hold = {"on": True, "reason": marker.reason,
+                                     "since": marker.placed_at}
             except RecordError as error:
                 report.add(WARNING, "legal_hold_unverified", f"legal hold marker: {error}")
 
@@ -326,19 +334,19 @@ class Verifier:
         if self.archive_key is None or self.manifest is None:
             return
         recipient = fingerprint(bytes(self.archive_key.public_key))
-        sealed_list = self.manifest.get("sealed_keys") or []
-        entry = next((item for item in sealed_list if item.get("recipient") == recipient), None)
+        entry = self.manifest.sealed_key_for(recipient)
         if entry is None:
+            recipients = ", ".join(item.recipient for item in self.manifest.sealed_keys)
             report.cannot_check = True
             report.add(ERROR, "not_a_recipient",
                        f"the archive key {recipient} is not one this session was sealed to "
-                       f"(recipients: {', '.join(str(i.get('recipient')) for i in sealed_list)})")
+                       f"(recipients: {recipients})")
             return
-        sealed = self.reader.get(str(entry.get("file")))
+        sealed = self.reader.get(entry.file)
         if sealed is None:
             if report.keys_destroyed is None:
                 report.add(ERROR, "sealed_key_missing",
-                           f"{entry.get('file')} is missing and there is no destruction receipt")
+                           f"{entry.file} is missing and there is no destruction receipt")
             else:
                 report.add(INFO, "content_not_checkable",
                            "the archive key was given but the session key was destroyed: "
@@ -349,7 +357,7 @@ class Verifier:
             self.box = nacl.secret.SecretBox(data_key)
         except (nacl.exceptions.CryptoError, ValueError, TypeError):
             report.add(ERROR, "sealed_key_invalid",
-                       f"{entry.get('file')} cannot be opened with the archive key (altered?)")
+                       f"{entry.file} cannot be opened with the archive key (altered?)")
             return
         report.content_checked = True
 
@@ -370,44 +378,43 @@ class Verifier:
             report.add(ERROR, error.code, f"record {name}: {error} (media after t={after:.3f}s)",
                        index, after)
             return None
-        digest = record_digest(body)
-        state = _SegmentState(index, body, digest, valid=True)
-        media_time = body.get("media_start")
-        at = float(media_time) if isinstance(media_time, int | float) else after
-        end = body.get("media_end")
-        if isinstance(end, int | float):
-            self._last_end = float(end)
+        try:
+            record = SegmentRecord.from_json(body)
+        except RecordError as error:
+            # Signed by the server's key yet not a segment record of this format.
+            report.add(ERROR, "record_invalid", f"{name}: {error}", index, after)
+            return None
+        state = _SegmentState(index, record, record_digest(body), valid=True)
+        at = record.media_start
+        self._last_end = record.media_end
 
         def fail(code: str, message: str) -> None:
             state.valid = False
             report.add(ERROR, code, message, index, at)
 
-        if body.get("type") != "segment":
-            fail("record_invalid", f"{name} is not a segment record")
-            return state
-        if body.get("session_id") != report.session_id or body.get("room") != report.room:
+        if (record.room, record.session_id) != (report.room, report.session_id):
             fail("foreign_record",
-                 f"record belongs to session {body.get('room')}/{body.get('session_id')}, "
+                 f"record belongs to session {record.room}/{record.session_id}, "
                  "not this one (segments swapped between sessions?)")
-        if body.get("index") != index:
+        if record.index != index:
             fail("record_out_of_place",
-                 f"{name} holds the record of segment {body.get('index')} "
+                 f"{name} holds the record of segment {record.index} "
                  "(segments duplicated or reordered)")
-        if prev is not None and body.get("prev") != prev:
+        if prev is not None and record.prev != prev:
             fail("chain_broken",
                  "the link to the previous record does not match: a segment before this one was "
                  "removed, inserted or reordered")
         segment_file = layout.segment_name(index)
-        if body.get("segment_file") != segment_file:
-            fail("record_out_of_place", f"record names {body.get('segment_file')}")
+        if record.segment_file != segment_file:
+            fail("record_out_of_place", f"record names {record.segment_file}")
         ciphertext = self.reader.get(segment_file)
         if ciphertext is None:
             fail("segment_missing", f"{segment_file} is missing (record {index} is sealed)")
             return state
-        if sha256_hex(ciphertext) != body.get("ciphertext_sha256"):
+        if sha256_hex(ciphertext) != record.ciphertext_sha256:
             detail = (
-                f"size {len(ciphertext)} bytes, sealed {body.get('ciphertext_bytes')}"
-                if len(ciphertext) != body.get("ciphertext_bytes") else "same size, bytes differ"
+                f"size {len(ciphertext)} bytes, sealed {record.ciphertext_bytes}"
+                if len(ciphertext) != record.ciphertext_bytes else "same size, bytes differ"
             )
             fail("ciphertext_mismatch",
                  f"{segment_file} differs from its sealed digest ({detail}): altered, truncated "
@@ -421,19 +428,19 @@ class Verifier:
         self, state: _SegmentState, ciphertext: bytes, fail: Callable[[str, str], None]
     ) -> None:
         assert self.box is not None
-        body = state.body
+        record = state.record
         try:
             plaintext = self.box.decrypt(ciphertext)
         except nacl.exceptions.CryptoError:
             fail("decrypt_failed",
                  "the segment does not decrypt with this session's key (from another session?)")
             return
-        if sha256_hex(plaintext) != body.get("plaintext_sha256"):
+        if sha256_hex(plaintext) != record.plaintext_sha256:
             fail("plaintext_mismatch",
                  "decrypted content differs from the sealed plaintext digest (re-encrypted "
                  "after alteration)")
             return
-        if body.get("packet_count") == 0 and not plaintext:
+        if record.packet_count == 0 and not plaintext:
             return
         try:
             parsed = split_segment(plaintext)
@@ -441,11 +448,11 @@ class Verifier:
             fail("segment_malformed", str(error))
             return
         root = merkle_root([packet.leaf() for packet in parsed.packets])
-        if root != body.get("merkle_root"):
+        if root != record.merkle_root:
             fail("merkle_mismatch", "the packet table does not reproduce the sealed Merkle root")
-        if len(parsed.packets) != body.get("packet_count"):
+        if len(parsed.packets) != record.packet_count:
             fail("packet_count_mismatch",
-                 f"{len(parsed.packets)} packets, record says {body.get('packet_count')}")
+                 f"{len(parsed.packets)} packets, record says {record.packet_count}")
         for problem in check_container(parsed):
             fail("container_mismatch", problem)
         for track in parsed.tracks:
@@ -464,7 +471,7 @@ class Verifier:
         segments = self.reader.indexed(layout.SEGMENTS_DIR, ".seg")
         count = max(records) + 1 if records else 0
         report.segments_total = count
-        prev: str | None = record_digest(self.manifest)
+        prev: str | None = self.manifest_digest
         states: list[_SegmentState] = []
         present = sorted(records)
         position = 0
@@ -497,12 +504,9 @@ class Verifier:
             if state.valid:
                 report.segments_valid += 1
                 report.valid_segments.append(current)
-                end = state.body.get("media_end")
-                if isinstance(end, int | float):
-                    report.last_sealed_media_time = float(end)
-                start = state.body.get("media_start")
-                if report.media_start is None and isinstance(start, int | float):
-                    report.media_start = float(start)
+                report.last_sealed_media_time = state.record.media_end
+                if report.media_start is None:
+                    report.media_start = state.record.media_start
         if self.progress is not None:
             self.progress(count, count)
         for index in sorted(set(segments) - set(records)):
@@ -527,58 +531,55 @@ class Verifier:
             return
         try:
             body = open_record(data, self.verify_key)
+            final = FinalRecord.from_json(body)
         except RecordError as error:
             report.add(ERROR, f"final_{error.code}", f"final record: {error}")
             return
         report.final = body
-        if body.get("session_id") != report.session_id or body.get("room") != report.room:
+        if (final.room, final.session_id) != (report.room, report.session_id):
             report.add(ERROR, "final_foreign", "the final record belongs to another session")
             return
-        if body.get("segments") != count:
+        if final.segments != count:
             report.add(ERROR, "final_count_mismatch",
-                       f"the final record seals {body.get('segments')} segments, "
+                       f"the final record seals {final.segments} segments, "
                        f"{count} are present (segments truncated or appended)")
-        if last is not None and body.get("prev") != last:
+        if last is not None and final.prev != last:
             report.add(ERROR, "final_link_broken",
                        "the final record does not link to the last segment record")
         digests = [state.digest for state in states]
-        if len(digests) == count and body.get("records_root") != merkle_root(
+        if len(digests) == count and final.records_root != merkle_root(
             [record_leaf(d) for d in digests]
         ):
             report.add(ERROR, "final_root_mismatch",
                        "the records' Merkle root differs from the one in the final record")
-        packets = sum(int(state.body.get("packet_count", 0)) for state in states)
-        if len(states) == count and body.get("packets_total") != packets:
+        packets = sum(state.record.packet_count for state in states)
+        if len(states) == count and final.packets_total != packets:
             report.add(ERROR, "final_totals_mismatch",
-                       f"final record counts {body.get('packets_total')} packets, segments hold "
+                       f"final record counts {final.packets_total} packets, segments hold "
                        f"{packets}")
-        if body.get("compromised"):
+        if final.compromised:
             report.compromised = True
-            for reason in body.get("compromise_reasons") or []:
-                report.add(WARNING, "recording_compromised", str(reason))
-        if body.get("dropped_packets"):
+            for reason in final.compromise_reasons:
+                report.add(WARNING, "recording_compromised", reason)
+        if final.dropped_packets:
             report.add(WARNING, "packets_lost",
-                       f"{body.get('dropped_packets')} packets never reached the archive "
+                       f"{final.dropped_packets} packets never reached the archive "
                        "(sealed as archive_overflow events)")
 
-    def _events(self, states: list[_SegmentState]) -> Iterator[tuple[int, dict[str, Any]]]:
+    def _events(self, states: list[_SegmentState]) -> Iterator[tuple[int, SealedEvent]]:
         for state in states:
-            for event in state.body.get("events") or []:
-                if isinstance(event, dict):
-                    yield state.index, event
+            for event in state.record.events:
+                yield state.index, event
 
     def _explained(self, states: list[_SegmentState], start: float, end: float,
                    track_id: str | None) -> bool:
         margin = max(1.0, self.options.max_gap_s)
         for _index, event in self._events(states):
-            if event.get("type") not in GAP_EXPLAINING_EVENTS:
+            if event.type not in GAP_EXPLAINING_EVENTS:
                 continue
-            at = event.get("media_time")
-            if not isinstance(at, int | float) or not start - margin <= at <= end + margin:
+            if not start - margin <= event.media_time <= end + margin:
                 continue
-            data = event.get("data") or {}
-            event_track = data.get("track_id") if isinstance(data, dict) else None
-            if track_id is None or event_track in (None, track_id):
+            if track_id is None or event.track_id in (None, track_id):
                 return True
         return False
 
@@ -603,12 +604,9 @@ class Verifier:
         for before, after in itertools.pairwise(valid):
             if after.index != before.index + 1:
                 continue
-            end = before.body.get("media_end")
-            start = after.body.get("media_start")
-            if isinstance(end, int | float) and isinstance(start, int | float) and (
-                start - end > limit
-            ):
-                self._gap(states, float(end), float(start), None, after.index)
+            end, start = before.record.media_end, after.record.media_start
+            if start - end > limit:
+                self._gap(states, end, start, None, after.index)
         if not self.report.content_checked:
             return
         # Per track, from the packet tables.
@@ -662,13 +660,10 @@ class Verifier:
 
     def _report_events(self, states: list[_SegmentState]) -> None:
         for index, event in self._events(states):
-            severity = event.get("severity")
-            if severity in ("alert", "warning") and event.get("type") != "recording_compromised":
-                at = event.get("media_time")
+            if event.severity in ("alert", "warning") and event.type != "recording_compromised":
                 self.report.add(
-                    WARNING, f"event:{event.get('type')}",
-                    f"sealed {severity} event: {event.get('data')}", index,
-                    float(at) if isinstance(at, int | float) else None,
+                    WARNING, f"event:{event.type}",
+                    f"sealed {event.severity} event: {event.data}", index, event.media_time,
                 )
 
     # ------------------------------------------------------------------ single segment
@@ -694,30 +689,30 @@ class Verifier:
                 digests[index] = record_digest(open_record(data, self.verify_key))
             except RecordError:
                 continue
-        prev = digests.get(target - 1) if target > 0 else record_digest(self.manifest)
+        prev = digests.get(target - 1) if target > 0 else self.manifest_digest
         state = self._check_segment(target, records[target], prev)
         if target > 0 and (target - 1) not in digests:
             report.add(ERROR, "chain_broken", "the previous record is missing or invalid", target)
         if state is None:
             return
         proof: dict[str, Any] = {"segment": target, "record_digest": state.digest,
-                                 "prev": state.body.get("prev")}
+                                 "prev": state.record.prev}
         final_data = self.reader.get(layout.FINAL)
         if final_data is not None:
             try:
-                final = open_record(final_data, self.verify_key)
+                final, final_digest = open_typed(final_data, self.verify_key, FinalRecord)
             except RecordError as error:
                 report.add(ERROR, f"final_{error.code}", f"final record: {error}")
                 return
-            ordered = [digests.get(i) for i in range(int(final.get("segments", 0)))]
+            ordered = [digests.get(i) for i in range(final.segments)]
             if None in ordered:
                 report.add(ERROR, "proof_incomplete",
                            "some records are missing; the inclusion path cannot be built")
                 return
             leaves = [record_leaf(str(d)) for d in ordered]
             path = merkle_proof(leaves, target) if target < len(leaves) else []
-            root = str(final.get("records_root"))
-            proof.update(records_root=root, path=path, final_record_digest=record_digest(final),
+            root = final.records_root
+            proof.update(records_root=root, path=path, final_record_digest=final_digest,
                          leaf_count=len(leaves))
             if target >= len(leaves) or not merkle_verify(record_leaf(state.digest), path, root):
                 report.add(ERROR, "proof_invalid",
@@ -739,15 +734,14 @@ class Verifier:
         if state.valid:
             report.segments_valid = 1
             report.valid_segments.append(target)
-            end = state.body.get("media_end")
-            report.last_sealed_media_time = float(end) if isinstance(end, int | float) else None
+            report.last_sealed_media_time = state.record.media_end
 
-    def _prev_of(self, name: str) -> Any:
+    def _prev_of(self, name: str) -> str | None:
         data = self.reader.get(name)
         if data is None:
             return None
         try:
-            return open_record(data, self.verify_key).get("prev")
+            return open_typed(data, self.verify_key, SegmentRecord)[0].prev
         except RecordError:
             return None
 
@@ -770,14 +764,13 @@ def decrypt_segment(storage: Storage, prefix: str, index: int,
     return split_segment(plaintext)
 
 
-def open_data_key(storage: Storage, prefix: str, manifest: dict[str, Any],
+def open_data_key(storage: Storage, prefix: str, manifest: Manifest,
                   archive_key: PrivateKey) -> nacl.secret.SecretBox:
-    recipient = fingerprint(bytes(archive_key.public_key))
-    for item in manifest.get("sealed_keys") or []:
-        if item.get("recipient") == recipient:
-            sealed = storage.get(layout.join(prefix, str(item.get("file"))))
-            return nacl.secret.SecretBox(SealedBox(archive_key).decrypt(sealed))
-    raise FileNotFoundError("no sealed key for this archive key")
+    entry = manifest.sealed_key_for(fingerprint(bytes(archive_key.public_key)))
+    if entry is None:
+        raise FileNotFoundError("no sealed key for this archive key")
+    sealed = storage.get(layout.join(prefix, entry.file))
+    return nacl.secret.SecretBox(SealedBox(archive_key).decrypt(sealed))
 
 
 # ------------------------------------------------------------------------ clip packages
@@ -807,12 +800,12 @@ def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
         except FileNotFoundError:
             return None
 
-    def signed(name: str) -> dict[str, Any] | None:
+    def signed(name: str, kind: type[_R]) -> tuple[_R, str] | None:
         data = read(name)
         if data is None:
             return None
         try:
-            return open_record(data, verify_key)
+            return open_typed(data, verify_key, kind)
         except RecordError as error:
             report.add(ERROR, f"{name.split('.')[0]}_{error.code}", f"{name}: {error}")
             return None
@@ -824,43 +817,42 @@ def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
         report.cannot_check = True
         report.add(ERROR, "not_a_clip_package", f"{path / CLIP_PROOF} is not a clip proof")
         return report
-    manifest = signed("manifest.json")
-    record = signed("record.json")
-    if manifest is None or record is None:
+    signed_manifest = signed("manifest.json", Manifest)
+    signed_record = signed("record.json", SegmentRecord)
+    if signed_manifest is None or signed_record is None:
         if not report.findings:
             report.cannot_check = True
             report.add(ERROR, "not_a_clip_package", "manifest.json or record.json is missing")
         return report
-    report.room, report.session_id = str(manifest.get("room")), str(manifest.get("session_id"))
-    at = record.get("media_start")
-    start = float(at) if isinstance(at, int | float) else None
+    manifest, record, digest = signed_manifest[0], *signed_record
+    report.room, report.session_id = manifest.room, manifest.session_id
+    start = record.media_start
 
     def fail(code: str, message: str) -> None:
         report.add(ERROR, code, message, target, start)
 
-    if (record.get("room"), record.get("session_id")) != (report.room, report.session_id):
+    if (record.room, record.session_id) != (report.room, report.session_id):
         fail("foreign_record", "the segment record belongs to another session")
-    if record.get("index") != target or record.get("type") != "segment":
+    if record.index != target:
         fail("record_out_of_place", f"record is not the record of segment {target}")
-    digest = record_digest(record)
-    report.proof = {"segment": target, "record_digest": digest, "prev": record.get("prev")}
-    final = signed("final.json")
-    if final is None and read("final.json") is None:
+    report.proof = {"segment": target, "record_digest": digest, "prev": record.prev}
+    signed_final = signed("final.json", FinalRecord)
+    if signed_final is None and read("final.json") is None:
         report.add(INTERRUPTION, "no_final_record",
                    "the session has no final record; the segment is proven by its signed "
                    "record alone (session id and chain link)", target, start)
-    elif final is not None:
-        root = str(final.get("records_root"))
+    elif signed_final is not None:
+        final, final_digest = signed_final
+        root = final.records_root
         path_steps = proof.get("path") or []
-        report.proof.update(records_root=root, path=path_steps,
-                            final_record_digest=record_digest(final))
-        if (final.get("room"), final.get("session_id")) != (report.room, report.session_id):
+        report.proof.update(records_root=root, path=path_steps, final_record_digest=final_digest)
+        if (final.room, final.session_id) != (report.room, report.session_id):
             fail("final_foreign", "the final record belongs to another session")
         elif not merkle_verify(record_leaf(digest), path_steps, root):
             fail("proof_invalid",
                  "the segment record is not included in the final record's Merkle root")
     plaintext = read("segment.bin") or b""
-    if sha256_hex(plaintext) != record.get("plaintext_sha256"):
+    if sha256_hex(plaintext) != record.plaintext_sha256:
         fail("plaintext_mismatch", "segment.bin differs from the sealed plaintext digest")
     else:
         report.content_checked = True
@@ -869,7 +861,7 @@ def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
         except SegmentFormatError as error:
             fail("segment_malformed", str(error))
         else:
-            if merkle_root([p.leaf() for p in parsed.packets]) != record.get("merkle_root"):
+            if merkle_root([p.leaf() for p in parsed.packets]) != record.merkle_root:
                 fail("merkle_mismatch", "the packet table does not reproduce the Merkle root")
             for problem in check_container(parsed):
                 fail("container_mismatch", problem)
@@ -879,6 +871,5 @@ def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
     if not any(f.severity == ERROR for f in report.findings):
         report.segments_valid = 1
         report.valid_segments.append(target)
-        end = record.get("media_end")
-        report.last_sealed_media_time = float(end) if isinstance(end, int | float) else None
+        report.last_sealed_media_time = record.media_end
     return report

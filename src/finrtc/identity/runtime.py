@@ -63,9 +63,6 @@ class IdentityExtension:
     def hook_providers(self) -> Sequence[HookProvider]:
         return (IdentityHookProvider(self.session),)
 
-    def keyframe_interval_s(self) -> float | None:
-        return None
-
     def on_track(self, pipeline: TrackPipeline) -> None:
         pass
 

@@ -42,7 +42,7 @@ class VideoEncoder:
         codec.pix_fmt = "yuv420p"
         codec.time_base = VIDEO_TIME_BASE
         codec.bit_rate = self.bitrate_bps
-        # Keyframes are forced by the pipeline on a time schedule (segment length) and on demand.
+        # Keyframes are forced by the pipeline (longest spacing, segment boundaries, PLI).
         codec.gop_size = 100_000
         codec.qmin = 4
         codec.qmax = 56

@@ -90,7 +90,6 @@ class TrackPipeline:
         session_clock: Callable[[], float],
         publish_event: EventPublisher,
         *,
-        keyframe_interval_s: float,
         frames_are_private: bool,
         request_upstream_keyframe: Callable[[], None] | None = None,
         on_media_lost: Callable[[], None] | None = None,
@@ -103,7 +102,6 @@ class TrackPipeline:
         self._media = media
         self._clock = session_clock
         self._publish_event = publish_event
-        self._keyframe_interval_s = keyframe_interval_s
         self._frames_are_private = frames_are_private
         self._request_upstream = request_upstream_keyframe
         self._on_media_lost = on_media_lost
@@ -337,7 +335,7 @@ class TrackPipeline:
         )
         if (
             self._last_keyframe_media is None
-            or media_time - self._last_keyframe_media >= self._keyframe_interval_s
+            or media_time - self._last_keyframe_media >= self._media.video.keyframe_interval_s
         ):
             keyframe = True
         if keyframe:
