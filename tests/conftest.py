@@ -29,15 +29,18 @@ def make_loaded(tmp_path: Path, **sections: Any) -> LoadedConfig:
     return LoadedConfig(config, dev_mode=False, source=None, api_secret=TEST_SECRET)
 
 
-def archive_loaded(tmp_path: Path, **sections: Any) -> tuple[KeyPaths, LoadedConfig]:
+def archive_loaded(
+    tmp_path: Path, archive_extra: dict[str, Any] | None = None, **sections: Any
+) -> tuple[KeyPaths, LoadedConfig]:
     """A config that records to tmp_path/archive in 1 s segments, with fresh keys in tmp_path/keys."""
     keys = generate_keys(tmp_path / "keys")
-    archive = {
+    archive: dict[str, Any] = {
         "enabled": True,
         "directory": str(tmp_path / "archive"),
         "segment_seconds": 1.0,
         "signer_key_file": str(keys.signer_key),
         "archive_public_key_files": [str(keys.archive_pub)],
+        **(archive_extra or {}),
     }
     sections.setdefault("compliance", {"enabled": False})
     return keys, make_loaded(tmp_path, archive=archive, **sections)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from finrtc.archive.settings import ArchiveConfig
 from finrtc.compliance.settings import ComplianceConfig
@@ -159,6 +159,21 @@ class FinrtcConfig(StrictModel):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _default_residency_has_a_target(self) -> FinrtcConfig:
+        policy = self.rooms.default_policy
+        residency = policy.residency
+        if (
+            self.archive.enabled and policy.recording and residency is not None
+            and residency not in self.archive.residencies()
+        ):
+            known = ", ".join(self.archive.residencies()) or "none"
+            raise ValueError(
+                f"rooms.default_policy.residency {residency!r} has no archive target "
+                f"(archive.region / archive.targets name: {known}); add one or change the tag"
+            )
+        return self
 
 
 class LoadedConfig:

@@ -177,3 +177,21 @@ class RecordingCompromised(ServerEvent):
 
     def severity(self) -> Severity:
         return Severity.ALERT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveChainHead(ServerEvent):
+    """A signed archive record was stored: its digest is the session chain's new head.
+
+    Delivered (as a signed webhook) to the archive witness, so an outside system holds each head
+    at the time it was sealed; `finrtc verify --witness` compares the archive against them.
+    """
+
+    event_type: ClassVar[str] = "archive.chain_head"
+    audience: ClassVar[frozenset[Role] | None] = frozenset({Role.OBSERVER})
+
+    session: str
+    # Layout name: manifest.json, records/NNNNNN.json or final.json.
+    record: str
+    digest: str
+    sealed_at: float

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from nacl.public import PublicKey
 
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
-from finrtc.archive.recorder import SessionRecorder, storage_from_config
-from finrtc.archive.storage import Storage
+from finrtc.archive.recorder import SessionRecorder
+from finrtc.archive.targets import StorageTargets
 from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.runtime import ComplianceRuntime
 from finrtc.config import LoadedConfig
@@ -105,23 +105,25 @@ class ArchiveExtension:
 
 def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
     keys = load_archive_keys(loaded)
-    storage: Storage = storage_from_config(loaded.config.archive, loaded.data_dir)
+    targets = StorageTargets(loaded.config.archive, loaded.data_dir)
 
     async def create(room: Room, session: CallSession) -> SessionExtension | None:
         if not room.policy.recording:
             return None
-        recorder = SessionRecorder.create(
-            loaded.config.archive,
-            loaded.data_dir,
-            room.name,
-            session.session_id,
-            room.policy.retention_class,
-            room.policy.residency,
-            keys.signer,
-            keys.recipients,
-            storage=storage,
-        )
         try:
+            # A residency without a target is refused here too (room creation checks it first).
+            target = targets.for_residency(room.policy.residency)
+            recorder = SessionRecorder.create(
+                loaded.config.archive,
+                loaded.data_dir,
+                room.name,
+                session.session_id,
+                room.policy.retention_class,
+                room.policy.residency,
+                keys.signer,
+                keys.recipients,
+                storage=target.storage,
+            )
             await recorder.start()
         except (OSError, FinrtcError) as error:
             # Recording is required for this room: a call that cannot be recorded must not start.

@@ -29,7 +29,7 @@ async def wait_live(http: aiohttp.ClientSession, base: str, room: str, media_s: 
 
 
 async def test_api_close_seals_a_live_recording(tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    keys, loaded = archive_loaded(tmp_path, auth={"api_keys": {API_KEY: API_KEY_SECRET}})
+    keys, loaded = archive_loaded(tmp_path, {"region": "ch"}, auth={"api_keys": {API_KEY: API_KEY_SECRET}})
     server = await start_server(loaded)
     room = "sealed-call"
     try:

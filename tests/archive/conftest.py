@@ -62,6 +62,8 @@ def archive_config(segment_seconds: float = 1.0, **extra: Any) -> ArchiveConfig:
     data: dict[str, Any] = {
         "segment_seconds": segment_seconds,
         "retention_classes": {"default": RetentionClass(days=1), "long": RetentionClass(days=3650)},
+        # The sessions of these tests carry residency "eu".
+        "region": "eu",
     }
     data.update(extra)
     return ArchiveConfig(**data)

@@ -13,9 +13,10 @@ import pytest
 
 from finrtc.archive import cli as archive_cli
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
-from finrtc.archive.recorder import SessionRecorder, storage_from_config
+from finrtc.archive.recorder import SessionRecorder
 from finrtc.archive.settings import ArchiveConfig
 from finrtc.archive.storage import LocalStorage
+from finrtc.archive.targets import storage_from_config
 from finrtc.errors import ArchiveError
 from finrtc.hooks.contract import HookEvent
 from finrtc.model import MediaKind, Severity

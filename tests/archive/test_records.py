@@ -102,6 +102,7 @@ def test_the_format_page_lists_every_field() -> None:
         DestructionReceipt,
         SealedKeyRef,
         SignerRef,
+        StorageTargetRef,
         TrackSpan,
         TrackTotals,
     )
@@ -109,7 +110,7 @@ def test_the_format_page_lists_every_field() -> None:
     page = (Path(__file__).parents[2] / "docs" / "archive-format.md").read_text()
     sections = dict(re.findall(r"^## (\w+) .*?\n(.*?)(?=^## |\Z)", page, re.S | re.M))
     parts = {
-        "manifest": (Manifest, SealedKeyRef, SignerRef),
+        "manifest": (Manifest, SealedKeyRef, SignerRef, StorageTargetRef),
         "segment": (SegmentRecord, TrackSpan, SealedEvent),
         "final": (FinalRecord, TrackTotals),
         "legal_hold": (LegalHold,),

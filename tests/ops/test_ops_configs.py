@@ -28,6 +28,7 @@ EXAMPLE_PATHS = (
     ("media", "ice_servers"),
     ("hooks",),
     ("archive", "storage", "s3"),
+    ("archive", "targets"),
     ("webhooks", "endpoints"),
 )
 SECRETS = {

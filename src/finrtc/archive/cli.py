@@ -19,6 +19,7 @@ from finrtc.archive.keys import (
     load_verify_key,
 )
 from finrtc.archive.retention import (
+    PurgeResult,
     lift_legal_hold,
     parse_time,
     place_legal_hold,
@@ -180,8 +181,9 @@ def _load_keys(args: argparse.Namespace) -> tuple[VerifyKey, PrivateKey | None]:
 def _session_storage(args: argparse.Namespace) -> tuple[Storage, str]:
     path: Path = args.session_dir
     if args.config is not None:
-        storage, _signer_key = _from_config(args.config)
-        return storage, _session_prefix(path)
+        targets, _signer_key = _from_config(args.config)
+        prefix = _session_prefix(path)
+        return _holding(targets, prefix), prefix
     if not path.is_dir():
         raise ArchiveError(f"{path} is not a folder")
     return LocalStorage(path.resolve(), durable=False), ""
@@ -269,9 +271,9 @@ def _export(args: argparse.Namespace) -> int:
     return result.report.exit_code
 
 
-def _from_config(path: Path) -> tuple[Storage, Path]:
-    """Storage and default signer key of a server config file."""
-    from finrtc.archive.recorder import storage_from_config
+def _from_config(path: Path) -> tuple[list[Storage], Path]:
+    """Every storage target and the default signer key of a server config file."""
+    from finrtc.archive.targets import StorageTargets
     from finrtc.config import parse_config, read_yaml
 
     config = parse_config(read_yaml(path), str(path))
@@ -279,9 +281,16 @@ def _from_config(path: Path) -> tuple[Storage, Path]:
     if not data_dir.is_absolute():
         data_dir = (path.resolve().parent / data_dir).resolve()
     signer = Path(config.archive.signer_key_file).expanduser()
-    return storage_from_config(config.archive, data_dir), (
-        signer if signer.is_absolute() else data_dir / signer
-    )
+    targets = [target.storage for target in StorageTargets(config.archive, data_dir).all()]
+    return targets, signer if signer.is_absolute() else data_dir / signer
+
+
+def _holding(targets: list[Storage], prefix: str) -> Storage:
+    """The target (residency) holding session `prefix`; the default target when none does."""
+    for storage in targets:
+        if storage.exists(f"{prefix}/manifest.json"):
+            return storage
+    return targets[0]
 
 
 def _signer(args: argparse.Namespace, default: Path | None) -> Signer:
@@ -293,14 +302,17 @@ def _signer(args: argparse.Namespace, default: Path | None) -> Signer:
 
 def _purge(args: argparse.Namespace) -> int:
     if args.config is not None:
-        storage, default_key = _from_config(args.config)
+        targets, default_key = _from_config(args.config)
     else:
         if not args.archive_dir.is_dir():
             raise ArchiveError(f"archive folder {args.archive_dir} does not exist")
-        storage, default_key = LocalStorage(args.archive_dir), None
+        targets, default_key = [LocalStorage(args.archive_dir)], None
     signer = _signer(args, default_key)
     now = parse_time(args.as_of) if args.as_of else None
-    result = purge(storage, signer, now=now, dry_run=args.dry_run)
+    # Every residency's target: retention ends the same way wherever a session is kept.
+    result = PurgeResult()
+    for storage in targets:
+        result.outcomes.extend(purge(storage, signer, now=now, dry_run=args.dry_run).outcomes)
     if args.json:
         print(json.dumps([outcome.to_json() for outcome in result.outcomes], indent=2))
     else:
@@ -314,8 +326,9 @@ def _purge(args: argparse.Namespace) -> int:
 
 def _legal_hold(args: argparse.Namespace) -> int:
     if args.config is not None:
-        storage, default_key = _from_config(args.config)
+        targets, default_key = _from_config(args.config)
         prefix = _session_prefix(args.session_dir)
+        storage = _holding(targets, prefix)
     else:
         session = args.session_dir.resolve()
         if not (session / "manifest.json").is_file():

@@ -30,7 +30,8 @@ from finrtc.archive.sealer import Sealer
 from finrtc.archive.segment import TrackMeta
 from finrtc.archive.segmenter import ClosedSegment, Segmenter, TrackTable
 from finrtc.archive.settings import ArchiveConfig
-from finrtc.archive.storage import LocalStorage, S3Storage, Storage
+from finrtc.archive.storage import Storage
+from finrtc.archive.targets import DEFAULT_TARGET, StorageTargets, target_name
 from finrtc.errors import ArchiveError
 from finrtc.hooks.contract import HookEvent
 from finrtc.model import EncodedPacket, MediaKind, TrackInfo
@@ -74,6 +75,7 @@ class SessionRecorder:
         signer: Signer,
         archive_public_keys: list[PublicKey],
         on_keyframe_needed: Callable[[str], None] | None = None,
+        storage_target: str = DEFAULT_TARGET,
     ) -> None:
         if not archive_public_keys:
             raise ArchiveError(
@@ -109,7 +111,7 @@ class SessionRecorder:
             storage=storage, room=self.room, session_id=self.session_id, signer=signer,
             archive_public_keys=archive_public_keys, retention_class=retention_class,
             retention_days=retention_days, residency=residency,
-            segment_seconds=config.segment_seconds,
+            segment_seconds=config.segment_seconds, storage_target=storage_target,
         )
 
     # ----------------------------------------------------------------------------- creation
@@ -135,8 +137,10 @@ class SessionRecorder:
                 f"retention class {retention_class!r} is not defined in "
                 f"archive.retention_classes (known: {', '.join(sorted(config.retention_classes))})"
             )
+        # Refuses a residency without a target before anything is written.
+        target = target_name(config, residency)
         if storage is None:
-            storage = storage_from_config(config, data_dir)
+            storage = StorageTargets(config, data_dir).for_residency(residency).storage
         return cls(
             config=config,
             storage=storage,
@@ -148,6 +152,7 @@ class SessionRecorder:
             signer=signer,
             archive_public_keys=archive_public_keys,
             on_keyframe_needed=on_keyframe_needed,
+            storage_target=target,
         )
 
     async def start(self) -> None:
@@ -421,14 +426,3 @@ class SessionRecorder:
             dropped_packets=self._dropped_total,
             compromise_reasons=reasons,
         )
-
-
-def storage_from_config(config: ArchiveConfig, data_dir: Path) -> Storage:
-    if config.storage.backend == "s3":
-        if config.storage.s3 is None:
-            raise ArchiveError("archive.storage.backend is 's3' but archive.storage.s3 is missing")
-        return S3Storage(config.storage.s3)
-    directory = Path(config.directory).expanduser()
-    if not directory.is_absolute():
-        directory = data_dir / directory
-    return LocalStorage(directory)

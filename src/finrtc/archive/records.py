@@ -253,6 +253,14 @@ class SignerRef:
 
 
 @dataclass(frozen=True)
+class StorageTargetRef:
+    """The archive target the session was written to (selected by its residency)."""
+
+    name: str
+    location: str
+
+
+@dataclass(frozen=True)
 class Manifest(Record):
     TYPE: ClassVar[str] = "manifest"
     room: str
@@ -270,6 +278,8 @@ class Manifest(Record):
     cipher: str
     digest: str
     container: str
+    # Absent in sessions recorded before residency targets existed.
+    storage_target: StorageTargetRef | None = field(default=None, metadata=OMIT_DEFAULT)
 
     def sealed_key_for(self, recipient: str) -> SealedKeyRef | None:
         return next((item for item in self.sealed_keys if item.recipient == recipient), None)

@@ -29,6 +29,7 @@ from finrtc.archive.records import (
     SealedKeyRef,
     SegmentRecord,
     SignerRef,
+    StorageTargetRef,
     TrackSpan,
     TrackTotals,
     sha256_hex,
@@ -82,6 +83,7 @@ class Sealer:
         retention_days: int,
         residency: str | None,
         segment_seconds: float,
+        storage_target: str,
     ) -> None:
         self.storage = storage
         self.room = room
@@ -93,6 +95,7 @@ class Sealer:
         self.retention_days = retention_days
         self.residency = residency
         self.segment_seconds = segment_seconds
+        self.storage_target = StorageTargetRef(name=storage_target, location=storage.describe())
         self._key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
         self._box = nacl.secret.SecretBox(self._key)
         self.created = time.time()
@@ -141,6 +144,7 @@ class Sealer:
             cipher="nacl.secret.SecretBox (XSalsa20-Poly1305)",
             digest="sha256",
             container=CONTAINER,
+            storage_target=self.storage_target,
         )
         stored, self.chain_head = manifest.seal(self.signer)
         self.put(layout.MANIFEST, stored)

@@ -108,6 +108,9 @@ class VerifyReport:
     source: str
     room: str | None = None
     session_id: str | None = None
+    residency: str | None = None
+    # {"name", "location"} of the archive target the manifest says it was written to.
+    storage_target: dict[str, str] | None = None
     findings: list[Finding] = field(default_factory=list)
     segments_total: int = 0
     segments_valid: int = 0
@@ -150,6 +153,8 @@ class VerifyReport:
             "exit_code": self.exit_code,
             "room": self.room,
             "session_id": self.session_id,
+            "residency": self.residency,
+            "storage_target": self.storage_target,
             "segments_total": self.segments_total,
             "segments_valid": self.segments_valid,
             "content_checked": self.content_checked,
@@ -167,6 +172,9 @@ class VerifyReport:
         lines = [f"finrtc verify: {self.source}"]
         if self.room is not None:
             lines.append(f"  session {self.room}/{self.session_id}")
+        if self.storage_target is not None:
+            lines.append(f"  stored in target {self.storage_target['name']} "
+                         f"({self.storage_target['location']}), residency {self.residency or 'none'}")
         headline = {
             "valid": "VALID: every signature, link and digest holds",
             "tampered_or_invalid": "INVALID: the archive was altered or is damaged",
@@ -292,6 +300,14 @@ class Verifier:
         self.manifest, self.manifest_digest = manifest, digest
         report.room = manifest.room
         report.session_id = manifest.session_id
+        report.residency = manifest.residency
+        target = manifest.storage_target
+        if target is not None:
+            report.storage_target = {"name": target.name, "location": target.location}
+            if manifest.residency is not None and target.name != manifest.residency:
+                report.add(ERROR, "residency_mismatch",
+                           f"the session's residency is {manifest.residency!r} but the server "
+                           f"wrote it to target {target.name!r} ({target.location})")
         return True
 
     def _load_side_files(self) -> None:

@@ -86,12 +86,17 @@ def _policy_schema(config: FinrtcConfig) -> Json:
     schema["properties"]["script"] = {"enum": [*sorted(config.compliance.scripts), None], "default": None}
     schema["properties"]["retention_class"] = {
         "enum": sorted(config.archive.retention_classes), "default": "default"}
+    if config.archive.enabled:
+        # A recorded room's residency must name an archive target (archive.region / targets).
+        schema["properties"]["residency"] = {
+            "enum": [*config.archive.residencies(), None], "default": None}
     schema.pop("title", None)
     schema["additionalProperties"] = False
     schema["description"] = (
         "A room's policy. On creation, fields left out take the operator's "
         "rooms.default_policy. script must name an entry of compliance.scripts and "
-        "retention_class one of archive.retention_classes."
+        "retention_class one of archive.retention_classes; with the archive on, residency "
+        "one of the archive's residencies (archive.region, archive.targets)."
     )
     # Nested policy sections (identity) are inlined: "$defs" would not resolve in components.
     definitions = schema.pop("$defs", {})

@@ -20,6 +20,7 @@ import jwt
 from aiohttp import web
 from pydantic import Field, ValidationError
 
+from finrtc.archive.targets import ResidencyError, target_name
 from finrtc.auth import Grant, authorize_room, check_name, check_token_is_ascii, mint_token, verify_token
 from finrtc.config import FinrtcConfig, RoomPolicy
 from finrtc.config_base import StrictModel
@@ -152,6 +153,11 @@ def _check_policy_references(policy: RoomPolicy, config: FinrtcConfig) -> None:
         raise BadRequestError(
             f"policy.script: unknown script {policy.script!r} (compliance.scripts has: {known})"
         )
+    if config.archive.enabled and policy.recording:
+        try:
+            target_name(config.archive, policy.residency)
+        except ResidencyError as error:
+            raise BadRequestError(f"policy.residency: {error}") from None
     if policy.retention_class not in config.archive.retention_classes:
         known = ", ".join(sorted(config.archive.retention_classes))
         raise BadRequestError(
