@@ -188,7 +188,7 @@ class ArchiveChainHead(ServerEvent):
     """
 
     event_type: ClassVar[str] = "archive.chain_head"
-    audience: ClassVar[frozenset[Role] | None] = frozenset({Role.OBSERVER})
+    audience: ClassVar[frozenset[Role] | None] = STAFF
 
     session: str
     # Layout name: manifest.json, records/NNNNNN.json or final.json.

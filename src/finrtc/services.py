@@ -7,6 +7,7 @@ nothing about recording or scripts.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from finrtc.hooks.chain import HookProvider
 from finrtc.identity.runtime import IdentityRuntime
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.model import Severity
+from finrtc.room_events import ArchiveChainHead
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 
 if TYPE_CHECKING:
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Room events that say nothing the media chain does not already prove are not sealed.
-UNSEALED_EVENTS = frozenset({"subscription_bound"})
+# Chain heads describe the chain itself: sealing them into it would be circular.
+UNSEALED_EVENTS = frozenset({"subscription_bound", ArchiveChainHead.event_type})
 
 
 def prepare_data_dir(loaded: LoadedConfig) -> None:
@@ -103,9 +106,21 @@ class ArchiveExtension:
         await self.recorder.close("session ended" if clean else "session ended uncleanly")
 
 
+def chain_heads(room: Room, session: CallSession) -> Callable[[str, str], None]:
+    """Publishes each new archive chain head (from the writer thread) for the witness."""
+
+    def sealed(record: str, digest: str) -> None:
+        room.events.emit_threadsafe(ArchiveChainHead(
+            session=session.session_id, record=record, digest=digest, sealed_at=time.time(),
+        ))
+
+    return sealed
+
+
 def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
     keys = load_archive_keys(loaded)
     targets = StorageTargets(loaded.config.archive, loaded.data_dir)
+    witnessed = loaded.config.webhooks.witness is not None
 
     async def create(room: Room, session: CallSession) -> SessionExtension | None:
         if not room.policy.recording:
@@ -123,6 +138,7 @@ def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
                 keys.signer,
                 keys.recipients,
                 storage=target.storage,
+                on_sealed=chain_heads(room, session) if witnessed else None,
             )
             await recorder.start()
         except (OSError, FinrtcError) as error:

@@ -25,10 +25,11 @@ from tests.support.media import PatternVideoTrack
 from .conftest import ROOM, Keys, archive_config, run_cli, verify_args
 
 
-async def _verify(session: Path, keys: Any) -> tuple[int, dict[str, Any]]:
+async def _verify(session: Path, keys: Any, *extra: str) -> tuple[int, dict[str, Any]]:
+    """`finrtc verify --json` in a child process, as an auditor runs it."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "finrtc", "verify", str(session), "--signer-key", str(keys.signer_pub),
-        "--json", "--quiet", stdout=asyncio.subprocess.PIPE,
+        "--json", "--quiet", *extra, stdout=asyncio.subprocess.PIPE,
     )
     stdout, _ = await asyncio.wait_for(process.communicate(), timeout=120)
     return process.returncode or 0, json.loads(stdout)

@@ -66,6 +66,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--segment", type=int, metavar="K",
                         help="check segment K alone with its Merkle / chain proof")
+    verify.add_argument("--witness", type=Path, metavar="FILE",
+                        help="chain heads the archive witness stored (its archive.chain_head "
+                        "webhook bodies, JSON lines or a JSON list): every sealed record must "
+                        "match the head witnessed when it was sealed")
     _threshold_arguments(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     verify.set_defaults(handler=_verify)
@@ -208,7 +212,8 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"finrtc verify: cannot check: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     options = VerifyOptions(
-        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment
+        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment,
+        witness=args.witness,
     )
     report = verify_session(storage, prefix, verify_key, archive_key, options,
                             _progress(args.quiet), source=str(args.session_dir))

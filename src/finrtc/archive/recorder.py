@@ -76,6 +76,7 @@ class SessionRecorder:
         archive_public_keys: list[PublicKey],
         on_keyframe_needed: Callable[[str], None] | None = None,
         storage_target: str = DEFAULT_TARGET,
+        on_sealed: Callable[[str, str], None] | None = None,
     ) -> None:
         if not archive_public_keys:
             raise ArchiveError(
@@ -112,6 +113,7 @@ class SessionRecorder:
             archive_public_keys=archive_public_keys, retention_class=retention_class,
             retention_days=retention_days, residency=residency,
             segment_seconds=config.segment_seconds, storage_target=storage_target,
+            on_sealed=on_sealed,
         )
 
     # ----------------------------------------------------------------------------- creation
@@ -130,6 +132,7 @@ class SessionRecorder:
         *,
         storage: Storage | None = None,
         on_keyframe_needed: Callable[[str], None] | None = None,
+        on_sealed: Callable[[str, str], None] | None = None,
     ) -> SessionRecorder:
         retention = config.retention_classes.get(retention_class)
         if retention is None:
@@ -153,6 +156,7 @@ class SessionRecorder:
             archive_public_keys=archive_public_keys,
             on_keyframe_needed=on_keyframe_needed,
             storage_target=target,
+            on_sealed=on_sealed,
         )
 
     async def start(self) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import nacl.secret
 import nacl.utils
@@ -38,6 +39,8 @@ from finrtc.archive.segment import TrackMeta, build_segment, leaf_for
 from finrtc.archive.storage import Storage
 from finrtc.errors import ArchiveError
 from finrtc.model import EncodedPacket
+
+log = logging.getLogger(__name__)
 
 RECORD_WRITE_ATTEMPTS = 3
 CONTAINER = "webm (vp8, opus) behind a packet table"
@@ -84,6 +87,7 @@ class Sealer:
         residency: str | None,
         segment_seconds: float,
         storage_target: str,
+        on_sealed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.storage = storage
         self.room = room
@@ -96,6 +100,8 @@ class Sealer:
         self.residency = residency
         self.segment_seconds = segment_seconds
         self.storage_target = StorageTargetRef(name=storage_target, location=storage.describe())
+        # Told (record name, digest) after each signed record is stored: the new chain head.
+        self.on_sealed = on_sealed
         self._key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
         self._box = nacl.secret.SecretBox(self._key)
         self.created = time.time()
@@ -148,6 +154,7 @@ class Sealer:
         )
         stored, self.chain_head = manifest.seal(self.signer)
         self.put(layout.MANIFEST, stored)
+        self._announce(layout.MANIFEST, self.chain_head)
 
     def store_attachment(self, name: str, data: bytes) -> dict[str, str]:
         """Encrypt a sensitive side file with the session key and store it (see the recorder)."""
@@ -217,6 +224,7 @@ class Sealer:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         self.chain_head = digest
+        self._announce(layout.record_name(index), digest)
         self.record_digests.append(digest)
         self.events_sealed += len(events)
         self.packets_sealed += len(packets)
@@ -260,6 +268,16 @@ class Sealer:
             compromised=bool(compromise_reasons),
             compromise_reasons=compromise_reasons,
         )
-        stored, _digest = record.seal(self.signer)
+        stored, digest = record.seal(self.signer)
         self.put(layout.FINAL, stored)
+        self._announce(layout.FINAL, digest)
         return record
+
+    def _announce(self, name: str, digest: str) -> None:
+        if self.on_sealed is None:
+            return
+        try:
+            self.on_sealed(name, digest)
+        except Exception:
+            # The record is sealed; a listener (witness, stamper) never undoes that.
+            log.exception("chain-head listener failed on %s/%s", self.prefix, name)

@@ -101,6 +101,8 @@ class VerifyOptions:
     max_gap_s: float = 1.0
     max_drift_s: float = 0.3
     segment: int | None = None
+    # File of chain heads stored by the archive witness (see `check_witness`).
+    witness: Path | None = None
 
 
 @dataclass
@@ -122,6 +124,8 @@ class VerifyReport:
     last_sealed_media_time: float | None = None
     compromised: bool = False
     proof: dict[str, Any] | None = None
+    # {"heads", "matched", "not_witnessed"} when checked against a witness file.
+    witness: dict[str, int] | None = None
     cannot_check: bool = False
     valid_segments: list[int] = field(default_factory=list)
 
@@ -166,6 +170,7 @@ class VerifyReport:
             "last_sealed_media_time": self.last_sealed_media_time,
             "findings": [finding.to_json() for finding in self.findings],
             "proof": self.proof,
+            "witness": self.witness,
         }
 
     def summary(self) -> str:
@@ -200,6 +205,9 @@ class VerifyReport:
             + ("decrypted, digests, Merkle roots and containers checked" if self.content_checked
                else "not decrypted (signatures, chain and ciphertext digests only)")
         )
+        if self.witness is not None:
+            lines.append(f"  witness: {self.witness['matched']} of {self.witness['heads']} witnessed "
+                         f"heads match, {self.witness['not_witnessed']} record(s) not witnessed")
         if self.legal_hold and self.legal_hold.get("on"):
             lines.append(f"  LEGAL HOLD: {self.legal_hold.get('reason')}")
         if self.compromised:
@@ -266,6 +274,8 @@ class Verifier:
         self.manifest_digest = ""
         self.tracks: dict[str, dict[str, Any]] = {}
         self._last_end = 0.0
+        # Layout name -> digest of every record whose signature holds (for the witness check).
+        self.sealed_digests: dict[str, str] = {}
 
     # --------------------------------------------------------------------------- entry
 
@@ -279,6 +289,8 @@ class Verifier:
             self._verify_single(self.options.segment)
         else:
             self._verify_all()
+            if self.options.witness is not None:
+                check_witness(report, self.sealed_digests, self.options.witness)
         return report
 
     def _load_manifest(self) -> bool:
@@ -298,6 +310,7 @@ class Verifier:
             report.add(ERROR, f"manifest_{code}", f"manifest: {error}")
             return False
         self.manifest, self.manifest_digest = manifest, digest
+        self.sealed_digests[layout.MANIFEST] = digest
         report.room = manifest.room
         report.session_id = manifest.session_id
         report.residency = manifest.residency
@@ -401,6 +414,7 @@ class Verifier:
             report.add(ERROR, "record_invalid", f"{name}: {error}", index, after)
             return None
         state = _SegmentState(index, record, record_digest(body), valid=True)
+        self.sealed_digests[name] = state.digest
         at = record.media_start
         self._last_end = record.media_end
 
@@ -552,6 +566,7 @@ class Verifier:
             report.add(ERROR, f"final_{error.code}", f"final record: {error}")
             return
         report.final = body
+        self.sealed_digests[layout.FINAL] = record_digest(body)
         if (final.room, final.session_id) != (report.room, report.session_id):
             report.add(ERROR, "final_foreign", "the final record belongs to another session")
             return
@@ -760,6 +775,67 @@ class Verifier:
             return open_typed(data, self.verify_key, SegmentRecord)[0].prev
         except RecordError:
             return None
+
+
+def _witness_heads(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    items = json.loads(text) if stripped.startswith("[") else [
+        json.loads(line) for line in text.splitlines() if line.strip()
+    ]
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise ValueError("expected webhook event bodies (objects)")
+    return items
+
+
+def check_witness(report: VerifyReport, sealed: dict[str, str], path: Path) -> None:
+    """Compare the session's records with the chain heads the witness stored as they were sealed.
+
+    A server that rewrites a sealed session later, even with its own signing key, changes record
+    digests the witness already holds; records the witness never saw are listed, not trusted.
+    """
+    try:
+        events = _witness_heads(path)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        report.cannot_check = True
+        report.add(ERROR, "witness_unreadable", f"{path}: {error}")
+        return
+    heads: dict[str, str] = {}
+    for event in events:
+        data = event.get("data")
+        if event.get("type") != "archive.chain_head" or not isinstance(data, dict):
+            continue
+        if event.get("room") != report.room or data.get("session") != report.session_id:
+            continue
+        record, digest = data.get("record"), data.get("digest")
+        if not isinstance(record, str) or not isinstance(digest, str):
+            report.add(ERROR, "witness_unreadable", f"{path}: a chain head without record/digest")
+            continue
+        previous = heads.setdefault(record, digest)
+        if previous != digest:
+            report.add(ERROR, "witness_conflict",
+                       f"the witness holds two different heads for {record}: the server sealed "
+                       "this record twice")
+    matched = 0
+    for record, digest in sorted(heads.items()):
+        ours = sealed.get(record)
+        if ours is None:
+            report.add(ERROR, "witnessed_record_missing",
+                       f"{record} was witnessed when it was sealed but is not in the archive "
+                       "(removed afterwards)")
+        elif ours != digest:
+            report.add(ERROR, "witness_mismatch",
+                       f"{record} differs from the head witnessed when it was sealed: the session "
+                       f"was rewritten afterwards (witnessed {digest[:16]}…, archive {ours[:16]}…)")
+        else:
+            matched += 1
+    unwitnessed = sorted(set(sealed) - set(heads))
+    if unwitnessed:
+        shown = ", ".join(unwitnessed[:5]) + (" …" if len(unwitnessed) > 5 else "")
+        report.add(WARNING, "not_witnessed",
+                   f"{len(unwitnessed)} record(s) have no witnessed head (witness unreachable "
+                   f"then, or the file is incomplete): {shown}")
+    report.witness = {"heads": len(heads), "matched": matched, "not_witnessed": len(unwitnessed)}
 
 
 def verify_session(
