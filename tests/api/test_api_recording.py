@@ -28,6 +28,24 @@ async def wait_live(http: aiohttp.ClientSession, base: str, room: str, media_s: 
     raise AssertionError(f"room {room} did not record {media_s} s of media")
 
 
+async def record_call(http: aiohttp.ClientSession, base: str, room: str, media_s: float) -> str:
+    """An agent publishes video until `media_s` s are recorded; the room is closed (sealed).
+
+    Returns the sealed session's id."""
+    async with http.post(base + "/v1/tokens", headers=basic(),
+                         json={"room": room, "identity": "agent7", "role": "agent"}) as response:
+        assert response.status == 201, await response.text()
+        token = (await response.json())["token"]
+    publisher = await client.publish(http, base, room, token, [PatternVideoTrack()])
+    try:
+        await wait_live(http, base, room, media_s)
+        async with http.post(f"{base}/v1/rooms/{room}/close", headers=basic()) as response:
+            assert response.status == 200
+            return str((await response.json())["last_session"])
+    finally:
+        await client.close(publisher)
+
+
 async def test_api_close_seals_a_live_recording(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     keys, loaded = archive_loaded(tmp_path, {"region": "ch"}, auth={"api_keys": {API_KEY: API_KEY_SECRET}})
     server = await start_server(loaded)
@@ -98,20 +116,10 @@ async def test_segment_boundaries_are_the_recorders_keyframe_schedule(
     try:
         async with http.post(server.base + "/v1/rooms", headers=basic(), json={"name": room}) as response:
             assert response.status == 201
-        async with http.post(server.base + "/v1/tokens", headers=basic(),
-                             json={"room": room, "identity": "agent7", "role": "agent"}) as response:
-            token = (await response.json())["token"]
-        publisher = await client.publish(http, server.base, room, token, [PatternVideoTrack()])
-        try:
-            await wait_live(http, server.base, room, 4.5)
-            async with http.post(f"{server.base}/v1/rooms/{room}/close", headers=basic()) as response:
-                assert response.status == 200
-                closed = await response.json()
-        finally:
-            await client.close(publisher)
+        session_id = await record_call(http, server.base, room, 4.5)
     finally:
         await server.runner.cleanup()
-    records = sorted((tmp_path / "archive" / room / closed["last_session"] / "records").glob("*.json"))
+    records = sorted((tmp_path / "archive" / room / session_id / "records").glob("*.json"))
     bodies = [json.loads(path.read_text())["body"] for path in records]
     assert len(bodies) >= 4, len(bodies)
     for body in bodies[:-1]:  # the last segment ends with the call, at any length

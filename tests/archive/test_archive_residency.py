@@ -17,10 +17,8 @@ from finrtc.archive.targets import ResidencyError
 from finrtc.config import parse_config
 from finrtc.errors import ConfigError
 from tests.api.conftest import API_KEY, API_KEY_SECRET, basic
-from tests.api.test_api_recording import wait_live
+from tests.api.test_api_recording import record_call
 from tests.conftest import archive_loaded, start_server
-from tests.support import webrtc_client as client
-from tests.support.media import PatternVideoTrack
 
 from .conftest import ROOM, Keys, archive_config, run_cli, verify_args
 
@@ -52,20 +50,9 @@ async def test_a_room_records_only_into_its_residency(tmp_path: Path, http: aioh
             assert response.status == 400
             error = await response.json()
         assert "us-east" in error["error"]["message"] and "cn-mainland, eu-de" in error["error"]["message"]
-        async with http.post(server.base + "/v1/tokens", headers=basic(),
-                             json={"room": "sh-branch", "identity": "agent7", "role": "agent"}) as response:
-            token = (await response.json())["token"]
-        publisher = await client.publish(http, server.base, "sh-branch", token, [PatternVideoTrack()])
-        try:
-            await wait_live(http, server.base, "sh-branch", 1.5)
-            async with http.post(f"{server.base}/v1/rooms/sh-branch/close", headers=basic()) as response:
-                assert response.status == 200
-                closed = await response.json()
-        finally:
-            await client.close(publisher)
+        session_id = await record_call(http, server.base, "sh-branch", 1.5)
     finally:
         await server.runner.cleanup()
-    session_id = closed["last_session"]
     assert not (tmp_path / "archive" / "sh-branch").exists(), "stored outside its residency"
     session = tmp_path / "archive-cn" / "sh-branch" / session_id
     code, report = await _verify(session, keys)

@@ -12,13 +12,11 @@ import aiohttp
 from finrtc.archive.keys import Signer
 from finrtc.archive.records import seal_record
 from finrtc.webhooks.signing import verify_signature
-from tests.api.conftest import API_KEY, API_KEY_SECRET, basic
-from tests.api.test_api_recording import wait_live
+from tests.api.conftest import API_KEY, API_KEY_SECRET
+from tests.api.test_api_recording import record_call
 from tests.archive.test_archive_residency import _verify
 from tests.conftest import TEST_SECRET, archive_loaded, start_server
 from tests.ops.test_ops_webhooks import receiver_factory  # noqa: F401  (fixture)
-from tests.support import webrtc_client as client
-from tests.support.media import PatternVideoTrack
 
 
 async def test_witnessed_heads_catch_an_insider_re_sign(
@@ -32,17 +30,7 @@ async def test_witnessed_heads_catch_an_insider_re_sign(
     server = await start_server(loaded)
     room = "witnessed"
     try:
-        async with http.post(server.base + "/v1/tokens", headers=basic(),
-                             json={"room": room, "identity": "agent7", "role": "agent"}) as response:
-            token = (await response.json())["token"]
-        publisher = await client.publish(http, server.base, room, token, [PatternVideoTrack()])
-        try:
-            await wait_live(http, server.base, room, 2.5)
-            async with http.post(f"{server.base}/v1/rooms/{room}/close", headers=basic()) as response:
-                assert response.status == 200
-                session_id = (await response.json())["last_session"]
-        finally:
-            await client.close(publisher)
+        session_id = await record_call(http, server.base, room, 2.5)
         session = tmp_path / "archive" / room / session_id
         sealed = 2 + len(list((session / "records").glob("*.json")))  # manifest + records + final
         await receiver.wait_for(sealed, within_s=20)
