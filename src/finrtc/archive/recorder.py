@@ -34,7 +34,7 @@ import nacl.secret
 import nacl.utils
 from nacl.public import PublicKey, SealedBox
 
-from finrtc.archive import archive_metrics, layout
+from finrtc.archive import archive_metrics, layout, seal_observer
 from finrtc.archive.keys import Signer, fingerprint
 from finrtc.archive.records import (
     FORMAT_VERSION,
@@ -172,6 +172,8 @@ class SessionRecorder:
         self.archive_public_keys = list(archive_public_keys)
         self.on_keyframe_needed = on_keyframe_needed
         self.segment_seconds = config.segment_seconds
+        # Injection point: sees every sealed record (trusted timestamps, archive.stamper).
+        self.seal_observer: seal_observer.SealObserver | None = None
 
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_packets)
         self._lock = threading.Lock()
@@ -311,9 +313,11 @@ class SessionRecorder:
             "cipher": "nacl.secret.SecretBox (XSalsa20-Poly1305)",
             "digest": "sha256",
             "container": "webm (vp8, opus) behind a packet table",
+            **seal_observer.extra_fields(self.seal_observer, "manifest"),
         }
         self._put(layout.MANIFEST, seal_record(body, self.signer))
         self._prev_digest = record_digest(body)
+        seal_observer.sealed(self.seal_observer, layout.MANIFEST, self._prev_digest)
 
     # ------------------------------------------------------------- event-loop side (cheap)
 
@@ -753,6 +757,7 @@ class SessionRecorder:
                     raise
                 time.sleep(0.2 * (attempt + 1))
         self._prev_digest = record_digest(body)
+        seal_observer.sealed(self.seal_observer, layout.record_name(index), self._prev_digest)
         self._record_digests.append(self._prev_digest)
         self._events_total += len(events)
         self._packets_sealed += len(packets)
@@ -802,8 +807,10 @@ class SessionRecorder:
             "events_total": self._events_total,
             "compromised": bool(reasons),
             "compromise_reasons": reasons,
+            **seal_observer.extra_fields(self.seal_observer, "final"),
         }
         self._put(layout.FINAL, seal_record(body, self.signer))
+        seal_observer.sealed(self.seal_observer, layout.FINAL, record_digest(body))
 
 
 def storage_from_config(config: ArchiveConfig, data_dir: Path) -> Storage:
