@@ -25,6 +25,7 @@ from finrtc.archive.retention import (
     purge,
 )
 from finrtc.archive.storage import LocalStorage, Storage
+from finrtc.archive.timestamping import load_tsa_certificates
 from finrtc.archive.verify import (
     EXIT_CANNOT_CHECK,
     VerifyOptions,
@@ -32,6 +33,7 @@ from finrtc.archive.verify import (
     verify_clip_package,
     verify_session,
 )
+from finrtc.archive.verify_stamps import StampOptions
 from finrtc.errors import ArchiveError, FinrtcError
 
 # Show progress when a session has at least this many segments (about 2 minutes of media).
@@ -65,6 +67,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--segment", type=int, metavar="K",
                         help="check segment K alone with its Merkle / chain proof")
+    verify.add_argument("--tsa-cert", type=Path, metavar="FILE",
+                        help="the Time-Stamp Authority's certificate (or its CA), PEM or DER: "
+                        "check every record's RFC 3161 token against it")
+    verify.add_argument("--max-stamp-delay", type=float, default=60.0, metavar="SECONDS",
+                        help="largest time between sealing a record and the TSA's time that "
+                        "still anchors it (default 60)")
+    verify.add_argument("--stamp-late-after", type=float, default=5.0, metavar="SECONDS",
+                        help="a token this much after sealing is reported as stamped late "
+                        "(default 5)")
+    verify.add_argument("--tsa-policy", metavar="OID",
+                        help="require this TSA policy OID in every token")
     _threshold_arguments(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     verify.set_defaults(handler=_verify)
@@ -202,11 +215,12 @@ def _verify(args: argparse.Namespace) -> int:
             print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
             return report.exit_code
         storage, prefix = _session_storage(args)
+        stamps = _stamp_options(args)
     except FinrtcError as error:
         print(f"finrtc verify: cannot check: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     options = VerifyOptions(
-        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment
+        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment, stamps=stamps
     )
     report = verify_session(storage, prefix, verify_key, archive_key, options,
                             _progress(args.quiet), source=str(args.session_dir))
@@ -215,6 +229,16 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print(report.summary())
     return report.exit_code
+
+
+def _stamp_options(args: argparse.Namespace) -> StampOptions | None:
+    if args.tsa_cert is None:
+        return None
+    if args.max_stamp_delay <= 0 or args.stamp_late_after < 0:
+        raise ArchiveError("--max-stamp-delay must be > 0 and --stamp-late-after >= 0 seconds")
+    return StampOptions(load_tsa_certificates(args.tsa_cert), max_delay_s=args.max_stamp_delay,
+                        late_after_s=min(args.stamp_late_after, args.max_stamp_delay),
+                        policy_oid=args.tsa_policy)
 
 
 def _export(args: argparse.Namespace) -> int:

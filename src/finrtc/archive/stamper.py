@@ -270,7 +270,7 @@ class SessionStamps:
                     "degraded": self.degraded or bool(self.missing),
                     "outages": self.outages,
                     "stamped_late": sorted(self.late),
-                    "unstamped_at_close": sorted(set(self._pending) | set(self.missing)),
+                    "pending_at_final": sorted(set(self._pending) | set(self.missing)),
                 }}
         return {}
 

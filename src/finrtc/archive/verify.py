@@ -42,6 +42,7 @@ from finrtc.archive.segment import (
     split_segment,
 )
 from finrtc.archive.storage import TEMP_MARKER, Storage
+from finrtc.archive.verify_stamps import StampOptions, check_stamps, session_records
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -92,6 +93,8 @@ class VerifyOptions:
     max_gap_s: float = 1.0
     max_drift_s: float = 0.3
     segment: int | None = None
+    # With trusted TSA certificates (--tsa-cert): every record's RFC 3161 token is checked.
+    stamps: StampOptions | None = None
 
 
 @dataclass
@@ -112,6 +115,7 @@ class VerifyReport:
     proof: dict[str, Any] | None = None
     cannot_check: bool = False
     valid_segments: list[int] = field(default_factory=list)
+    timestamps: dict[str, Any] | None = None
 
     def add(self, severity: str, code: str, message: str, segment: int | None = None,
             media_time: float | None = None) -> None:
@@ -152,6 +156,7 @@ class VerifyReport:
             "last_sealed_media_time": self.last_sealed_media_time,
             "findings": [finding.to_json() for finding in self.findings],
             "proof": self.proof,
+            "timestamps": self.timestamps,
         }
 
     def summary(self) -> str:
@@ -187,6 +192,15 @@ class VerifyReport:
             lines.append(f"  LEGAL HOLD: {self.legal_hold.get('reason')}")
         if self.compromised:
             lines.append("  RECORDING MARKED COMPROMISED by the server (see findings)")
+        if self.timestamps is not None:
+            counts = self.timestamps["counts"]
+            lines.append(
+                f"  timestamps: {counts.get('stamped', 0)} stamped, "
+                f"{counts.get('stamped_late', 0)} late, {counts.get('covered', 0)} anchored by a "
+                f"later token, {counts.get('missing', 0) + counts.get('too_late', 0)} missing, "
+                f"{counts.get('invalid', 0)} invalid "
+                f"(TSA {', '.join(self.timestamps['tsa']) or 'none valid'})"
+            )
         for finding in self.findings:
             lines.append("  " + finding.line())
         return "\n".join(lines)
@@ -510,6 +524,8 @@ class Verifier:
                        f"{segments[index]} has no signed record (written just before an "
                        "interruption); it is not part of the sealed archive", index)
         self._check_final(states, count, prev)
+        if self.options.stamps is not None:
+            self._check_stamps(states, self.options.stamps)
         self._check_continuity(states)
         self._report_events(states)
 
@@ -560,6 +576,22 @@ class Verifier:
             report.add(WARNING, "packets_lost",
                        f"{body.get('dropped_packets')} packets never reached the archive "
                        "(sealed as archive_overflow events)")
+
+    def _check_stamps(self, states: list[_SegmentState], options: StampOptions) -> None:
+        assert self.manifest is not None
+        final = self.report.final
+        records = session_records(
+            self.manifest, record_digest(self.manifest),
+            [(state.index, state.body, state.digest) for state in states],
+            (final, record_digest(final)) if final is not None else None,
+        )
+        plan = self.manifest.get("timestamping")
+        self.report.timestamps = check_stamps(
+            records, self.reader.keys, self.reader.get, options,
+            lambda severity, code, message, segment: self.report.add(
+                severity, code, message, segment),
+            plan if isinstance(plan, dict) else None,
+        )
 
     def _events(self, states: list[_SegmentState]) -> Iterator[tuple[int, dict[str, Any]]]:
         for state in states:
