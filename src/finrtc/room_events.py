@@ -177,3 +177,32 @@ class RecordingCompromised(ServerEvent):
 
     def severity(self) -> Severity:
         return Severity.ALERT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimestampingDegraded(ServerEvent):
+    """The Time-Stamp Authority did not answer (or answered badly): records are stamped late."""
+
+    event_type: ClassVar[str] = "timestamping_degraded"
+    audience: ClassVar[frozenset[Role] | None] = STAFF
+
+    tsa: str
+    record: str
+    reason: str
+
+    def severity(self) -> Severity:
+        return Severity.ALERT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimestampingRestored(ServerEvent):
+    event_type: ClassVar[str] = "timestamping_restored"
+    audience: ClassVar[frozenset[Role] | None] = STAFF
+
+    tsa: str
+    outage_s: float
+    late_records: int
+    waiting: int
+
+    def severity(self) -> Severity:
+        return Severity.WARNING

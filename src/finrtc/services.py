@@ -6,6 +6,7 @@ nothing about recording or scripts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from nacl.public import PublicKey
 
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
 from finrtc.archive.recorder import SessionRecorder, storage_from_config
+from finrtc.archive.stamper import SessionStamps, TimestampService, attach
 from finrtc.archive.storage import Storage
 from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.runtime import ComplianceRuntime
@@ -26,6 +28,7 @@ from finrtc.hooks.chain import HookProvider
 from finrtc.identity.runtime import IdentityRuntime
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.model import Severity
+from finrtc.room_events import TimestampingDegraded, TimestampingRestored
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 
 if TYPE_CHECKING:
@@ -66,8 +69,10 @@ class ArchiveExtension:
 
     name = "archive"
 
-    def __init__(self, recorder: SessionRecorder, session: CallSession) -> None:
+    def __init__(self, recorder: SessionRecorder, session: CallSession,
+                 stamps: SessionStamps | None = None) -> None:
         self.recorder = recorder
+        self.stamps = stamps
         self._session = session
         self._pipelines: dict[str, TrackPipeline] = {}
         recorder.on_keyframe_needed = self._keyframe_needed
@@ -104,9 +109,33 @@ class ArchiveExtension:
 
     async def close(self, clean: bool) -> None:
         await self.recorder.close("session ended" if clean else "session ended uncleanly")
+        if self.stamps is not None:
+            # Bounded by archive.timestamping.close_wait_s; what is left is reported by verify.
+            await self.stamps.wait()
 
 
-def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
+def _room_notify(room: Room) -> Callable[[str, dict[str, Any], str], None]:
+    """Stamping trouble as typed room events (the archive extension seals them in the chain)."""
+
+    def notify(event_type: str, data: dict[str, Any], severity: str) -> None:
+        del severity  # the typed event carries its own
+        if event_type == TimestampingDegraded.event_type:
+            room.events.emit_threadsafe(TimestampingDegraded(**data))
+        elif event_type == TimestampingRestored.event_type:
+            room.events.emit_threadsafe(TimestampingRestored(**data))
+
+    return notify
+
+
+def timestamp_service(loaded: LoadedConfig) -> TimestampService | None:
+    settings = loaded.config.archive.timestamping
+    if not loaded.config.archive.enabled or not settings.enabled:
+        return None
+    return TimestampService.from_config(settings, loaded.resolve)
+
+
+def archive_factory(loaded: LoadedConfig, timestamps: TimestampService | None = None
+                    ) -> ExtensionFactory:
     keys = load_archive_keys(loaded)
     storage: Storage = storage_from_config(loaded.config.archive, loaded.data_dir)
 
@@ -124,6 +153,7 @@ def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
             keys.recipients,
             storage=storage,
         )
+        stamps = attach(timestamps, recorder, _room_notify(room)) if timestamps else None
         try:
             await recorder.start()
         except (OSError, FinrtcError) as error:
@@ -132,7 +162,7 @@ def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
             raise CapacityError(
                 f"recording is required in room {room.name!r} but cannot start: {error}"
             ) from None
-        return ArchiveExtension(recorder, session)
+        return ArchiveExtension(recorder, session, stamps)
 
     return create
 
@@ -187,16 +217,21 @@ class Services:
             # After compliance (its gate waits for identity), before the archive (which seals
             # the identity events emitted while closing).
             self.factories.append(self._identity_extension)
+        self.timestamps = timestamp_service(loaded)
         if loaded.config.archive.enabled:
-            self.factories.append(archive_factory(loaded))
+            self.factories.append(archive_factory(loaded, self.timestamps))
 
     def start(self) -> None:
         if self.compliance is not None:
             self.compliance.start()
+        if self.timestamps is not None:
+            self.timestamps.start()
 
     async def close(self) -> None:
         if self.compliance is not None:
             await self.compliance.close()
+        if self.timestamps is not None:
+            await asyncio.to_thread(self.timestamps.close)
 
     async def _compliance_extension(self, room: Room, session: CallSession) -> SessionExtension | None:
         assert self.compliance is not None
