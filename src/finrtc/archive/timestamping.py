@@ -192,6 +192,9 @@ def _check_token(token_der: bytes, digest: bytes, trusted: Sequence[x509.Certifi
     if len(signed["signer_infos"]) != 1:
         raise TimestampError("token_malformed", "a time-stamp token has exactly one signer")
     signer_info: cms.SignerInfo = signed["signer_infos"][0]
+    # The signed bytes, taken before the attributes are parsed: asn1crypto re-encodes a value
+    # whose children were read, which is slow (and must give the same bytes, but need not).
+    signed_attributes_der = cms.CMSAttributes(contents=signer_info["signed_attrs"].contents).dump()
     attributes = _signed_attributes(signer_info)
     digest_name = signer_info["digest_algorithm"]["algorithm"].native
     hash_type = _HASHES.get(str(digest_name))
@@ -211,7 +214,7 @@ def _check_token(token_der: bytes, digest: bytes, trusted: Sequence[x509.Certifi
     candidates = _embedded_certificates(signed)
     signer = _find_signer(signer_info, candidates + list(trusted))
     _check_ess(attributes, signer)
-    _check_signature(signer_info, signer, hash_type)
+    _check_signature(signer_info, signed_attributes_der, signer, hash_type)
     _check_purpose(signer)
     _check_chain(signer, candidates, trusted, gen_time)
     policy = str(tst["policy"].dotted)
@@ -313,10 +316,9 @@ def _check_ess(attributes: dict[str, Any], signer: x509.Certificate) -> None:
                          "signing-certificate attribute, RFC 3161 section 2.4.2)")
 
 
-def _check_signature(signer_info: cms.SignerInfo, signer: x509.Certificate,
+def _check_signature(signer_info: cms.SignerInfo, data: bytes, signer: x509.Certificate,
                      hash_type: type[hashes.HashAlgorithm]) -> None:
-    # The signature covers the DER of the signed attributes as a SET OF, not their [0] tagging.
-    data = cms.CMSAttributes(contents=signer_info["signed_attrs"].contents).dump()
+    # `data`: the DER of the signed attributes as a SET OF, not their [0] tagging (RFC 5652 5.4).
     signature = signer_info["signature"].native
     algorithm = signer_info["signature_algorithm"]
     kind = algorithm.signature_algo
