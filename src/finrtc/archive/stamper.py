@@ -66,6 +66,8 @@ class _Job:
     digest: str
     queued: float = field(default_factory=time.monotonic)
     attempts: int = 0
+    # Sealed while the TSA was failing: its token can only come late.
+    in_outage: bool = False
 
 
 @dataclass
@@ -285,6 +287,7 @@ class SessionStamps:
             return
         job = _Job(self, name, digest)
         with self._lock:
+            job.in_outage = self._outage_started is not None
             self._pending[name] = job
             self._idle.clear()
         archive_metrics.TIMESTAMPS_PENDING.inc()
@@ -313,7 +316,7 @@ class SessionStamps:
     def stamped(self, job: _Job) -> None:
         if not self._settle(job):
             return
-        late = job.attempts > 1
+        late = job.attempts > 1 or job.in_outage
         archive_metrics.TIMESTAMPS.labels(outcome="stamped_late" if late else "stamped").inc()
         restored = None
         with self._lock:
@@ -339,6 +342,9 @@ class SessionStamps:
                 self.outages += 1
                 self.degraded = True
                 first = True
+                # Everything already waiting is stamped late too.
+                for waiting in self._pending.values():
+                    waiting.in_outage = True
         if first:
             log.error("time-stamping of %s degraded: %s", self.prefix, reason)
             self.notify("timestamping_degraded",
