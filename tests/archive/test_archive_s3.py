@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -169,3 +170,42 @@ def test_s3_cli_with_config(keys: Keys, storage: S3Storage, s3_endpoint: str, tm
     assert [(o["session"], o["action"]) for o in outcomes] == [(prefix, "purged")]
     report = verify_session(storage, prefix, keys.verify_key, keys.archive_private)
     assert report.exit_code == 0 and report.keys_destroyed is not None
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_s3_timestamps_are_stored_locked_beside_the_records(keys: Keys, storage: S3Storage,
+                                                             tmp_path: Path) -> None:
+    from finrtc.archive.settings import TimestampingConfig
+    from finrtc.archive.stamper import TimestampService, attach
+    from finrtc.archive.timestamping import load_tsa_certificates
+    from finrtc.archive.verify import VerifyOptions
+    from finrtc.archive.verify_stamps import StampOptions
+    from tests.support.tsa import make_tsa_pki, run_tsa
+
+    pki = make_tsa_pki(tmp_path / "tsa", "S3 TSA")
+    trusted = load_tsa_certificates(pki.ca_cert)
+    with run_tsa(pki) as tsa:
+        service = TimestampService(
+            TimestampingConfig(enabled=True, url=tsa.url, ca_file=str(pki.ca_cert)), trusted)
+        service.start()
+        try:
+            call = av_call()
+            recorder = new_recorder(keys, storage, "s3-stamped", call=call)
+            stamps = attach(service, recorder)
+            recorder.start_sync()
+            for packet in call.packets(2.0):
+                recorder.offer(packet)
+            recorder.close_sync()
+            assert stamps.wait_sync() == []
+        finally:
+            service.close()
+    prefix = f"{ROOM}/s3-stamped"
+    tokens = [k for k in storage.list_keys(prefix) if k.endswith(".tst")]
+    assert len(tokens) == 2 + 2  # manifest, two segments, final
+    head = storage.client.head_object(Bucket=storage.bucket,
+                                      Key=f"recordings/{prefix}/timestamps/final.tst")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    report = verify_session(storage, prefix, keys.verify_key, None,
+                            VerifyOptions(stamps=StampOptions(trusted)))
+    assert report.exit_code == 0, report.summary()
+    assert report.timestamps is not None and report.timestamps["counts"] == {"stamped": 4}

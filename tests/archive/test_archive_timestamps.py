@@ -397,3 +397,22 @@ def test_config_errors_are_clear() -> None:
             TimestampingConfig(enabled=True, url="http://t/", ca_file="missing.pem"),
             lambda path: Path("/nonexistent") / path,
         )
+
+
+def test_the_stamp_queue_is_bounded(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    pki = make_tsa_pki(tmp_path / "tsa", "TSA A")
+    dead = TsaProcess(pki)
+    service = service_for(dead.url, pki, queue_records=16, close_wait_s=0.5)
+    try:
+        session, stamps = record_stamped(keys, tmp_path / "archive", "s-full", 24.0, service)
+    finally:
+        service.close()
+    dropped = {name for name, reason in stamps.missing.items() if "queue full" in reason}
+    assert dropped and FINAL in dropped
+    events = [e for path in sorted((session / "records").glob("*.json"))
+              for e in json.loads(path.read_text())["body"]["events"]
+              if e["type"] == "timestamping_degraded"]
+    assert any("queue full" in e["data"]["reason"] for e in events)
+    code, report = verify_json(keys, session, content=True)
+    assert code == 0  # media complete: only the anchoring is missing

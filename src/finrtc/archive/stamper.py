@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 # notify(event_type, data, severity): how a session's stamping trouble is made visible.
 Notify = Callable[[str, dict[str, Any], str], None]
 FIRST_RETRY_S = 0.25
+_ABANDONED = "no token before the session's close wait ended"
 # Recent per-token costs kept for diagnostics and the benchmark.
 COST_SAMPLES = 8192
 
@@ -355,16 +356,19 @@ class SessionStamps:
             return
         archive_metrics.TIMESTAMPS.labels(outcome="dropped").inc()
         with self._lock:
+            first = all(why == _ABANDONED for why in self.missing.values())
             self.missing[job.name] = reason
             self.degraded = True
-        self.notify("timestamping_degraded",
-                    {"tsa": self.config.url, "record": job.name, "reason": reason}, "alert")
+        if first:  # one alert per session, not one per record (the final record lists them)
+            self.notify("timestamping_degraded",
+                        {"tsa": self.config.url, "record": job.name, "reason": reason},
+                        "alert")
 
     def abandon(self, job: _Job) -> None:
         if self._settle(job):
             archive_metrics.TIMESTAMPS.labels(outcome="abandoned").inc()
             with self._lock:
-                self.missing[job.name] = "no token before the session's close wait ended"
+                self.missing[job.name] = _ABANDONED
 
     # --------------------------------------------------------------- close
 
