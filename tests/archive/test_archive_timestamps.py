@@ -415,4 +415,5 @@ def test_the_stamp_queue_is_bounded(tmp_path: Path) -> None:
               if e["type"] == "timestamping_degraded"]
     assert any("queue full" in e["data"]["reason"] for e in events)
     code, report = verify_json(keys, session, content=True)
+    assert report["timestamps"] is None
     assert code == 0  # media complete: only the anchoring is missing
