@@ -417,3 +417,31 @@ def test_the_stamp_queue_is_bounded(tmp_path: Path) -> None:
     code, report = verify_json(keys, session, content=True)
     assert report["timestamps"] is None
     assert code == 0  # media complete: only the anchoring is missing
+
+
+def test_config_check_reads_the_tsa_certificate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    monkeypatch.setenv("FINRTC_API_SECRET", "api-" + "a" * 44)
+    from finrtc import config_cli
+
+    def check(ca_file: Path) -> int:
+        path = tmp_path / "finrtc.yaml"
+        path.write_text(
+            f"data_dir: {tmp_path / 'data'}\ncompliance: {{enabled: false}}\n"
+            f"archive:\n  timestamping:\n    enabled: true\n    url: http://127.0.0.1:9/tsa\n"
+            f"    ca_file: {ca_file}\n"
+        )
+        parser = argparse.ArgumentParser(prog="finrtc")
+        config_cli.register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(["config", "check", str(path)])
+        result: int = args.handler(args)
+        return result
+
+    (tmp_path / "not-a-cert.pem").write_text("-----BEGIN CERTIFICATE-----\nAAAA\n")
+    assert check(tmp_path / "not-a-cert.pem") == 2
+    assert "archive.timestamping.ca_file" in capsys.readouterr().err
+    pki = make_tsa_pki(tmp_path / "tsa", "TSA A")
+    check(pki.ca_cert)
+    assert "archive.timestamping" not in capsys.readouterr().err
