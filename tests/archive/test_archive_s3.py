@@ -158,7 +158,8 @@ def test_s3_cli_with_config(keys: Keys, storage: S3Storage, s3_endpoint: str, tm
                     "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["segments_valid"] == 2
     out = tmp_path / "s3.webm"
-    assert run_cli(["export", prefix, "--config", str(config), "--signer-key",
+    assert run_cli(["export", "--reason=test audit",
+                    prefix, "--config", str(config), "--signer-key",
                     str(keys.paths.signer_pub), "--archive-key", str(keys.paths.archive_key),
                     "--out", str(out), "--quiet"]) == 0
     assert out.stat().st_size > 1000

@@ -23,7 +23,7 @@ import nacl.secret
 from nacl.public import PrivateKey, SealedBox
 from nacl.signing import VerifyKey
 
-from finrtc.archive import layout
+from finrtc.archive import access_log, layout
 from finrtc.archive.keys import fingerprint
 from finrtc.archive.records import (
     RecordError,
@@ -116,6 +116,7 @@ class VerifyReport:
     cannot_check: bool = False
     valid_segments: list[int] = field(default_factory=list)
     timestamps: dict[str, Any] | None = None
+    access_log: dict[str, Any] | None = None
 
     def add(self, severity: str, code: str, message: str, segment: int | None = None,
             media_time: float | None = None) -> None:
@@ -157,6 +158,7 @@ class VerifyReport:
             "findings": [finding.to_json() for finding in self.findings],
             "proof": self.proof,
             "timestamps": self.timestamps,
+            "access_log": self.access_log,
         }
 
     def summary(self) -> str:
@@ -192,6 +194,9 @@ class VerifyReport:
             lines.append(f"  LEGAL HOLD: {self.legal_hold.get('reason')}")
         if self.compromised:
             lines.append("  RECORDING MARKED COMPROMISED by the server (see findings)")
+        if self.access_log is not None:
+            lines.append(f"  access log: {len(self.access_log['entries'])} entries, chain "
+                         + ("holds" if self.access_log["holds"] else "BROKEN"))
         if self.timestamps is not None:
             counts = self.timestamps["counts"]
             lines.append(
@@ -270,6 +275,7 @@ class Verifier:
         if not self._load_manifest():
             return report
         self._load_side_files()
+        self._check_access_log()
         self._open_content_key()
         if self.options.segment is not None:
             self._verify_single(self.options.segment)
@@ -334,6 +340,15 @@ class Verifier:
                                      "since": hold_body.get("placed_at")}
             except RecordError as error:
                 report.add(WARNING, "legal_hold_unverified", f"legal hold marker: {error}")
+
+    def _check_access_log(self) -> None:
+        assert self.manifest is not None
+        if not any(name.startswith(access_log.ACCESS_DIR + "/") for name in self.reader.keys):
+            return
+        checked = access_log.check(self.reader.storage, self.reader.prefix, self.manifest)
+        self.report.access_log = checked.to_json()
+        for _seq, code, message in checked.problems:
+            self.report.add(ERROR, code, f"access log: {message}")
 
     def _open_content_key(self) -> None:
         report = self.report
