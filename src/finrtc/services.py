@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.public import PublicKey
 
+from finrtc.archive import access_log
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
 from finrtc.archive.recorder import SessionRecorder, storage_from_config
 from finrtc.archive.stamper import SessionStamps, TimestampService, attach
@@ -127,6 +128,37 @@ def _room_notify(room: Room) -> Callable[[str, dict[str, Any], str], None]:
     return notify
 
 
+class ArchiveAccess:
+    """Appends the server's own reads of recorded sessions (the room API's compliance report) to
+    the session's access log, signed by the server's key and naming the token's identity."""
+
+    KEPT = 1000
+
+    def __init__(self, storage: Storage, signer: Signer) -> None:
+        self.storage = storage
+        self.signer = signer
+        self._sessions: OrderedDict[str, str] = OrderedDict()
+
+    def session_started(self, room: str, prefix: str) -> None:
+        self._sessions[room] = prefix
+        self._sessions.move_to_end(room)
+        while len(self._sessions) > self.KEPT:
+            self._sessions.popitem(last=False)
+
+    async def report_read(self, room: str, identity: str, role: str, admin: bool) -> None:
+        prefix = self._sessions.get(room)
+        if prefix is None:
+            return
+        actor = access_log.Actor.with_key(self.signer, f"{identity} ({role}) via the room API")
+        try:
+            await asyncio.to_thread(
+                access_log.append, self.storage, prefix, actor, "report_read",
+                detail={"identity": identity, "role": role, "admin": admin},
+            )
+        except (FinrtcError, OSError) as error:
+            log.error("access log of %s not written: %s", prefix, error)
+
+
 def timestamp_service(loaded: LoadedConfig) -> TimestampService | None:
     settings = loaded.config.archive.timestamping
     if not loaded.config.archive.enabled or not settings.enabled:
@@ -134,10 +166,11 @@ def timestamp_service(loaded: LoadedConfig) -> TimestampService | None:
     return TimestampService.from_config(settings, loaded.resolve)
 
 
-def archive_factory(loaded: LoadedConfig, timestamps: TimestampService | None = None
-                    ) -> ExtensionFactory:
+def archive_factory(loaded: LoadedConfig, timestamps: TimestampService | None = None,
+                    access: ArchiveAccess | None = None) -> ExtensionFactory:
     keys = load_archive_keys(loaded)
-    storage: Storage = storage_from_config(loaded.config.archive, loaded.data_dir)
+    storage: Storage = access.storage if access is not None else storage_from_config(
+        loaded.config.archive, loaded.data_dir)
 
     async def create(room: Room, session: CallSession) -> SessionExtension | None:
         if not room.policy.recording:
@@ -154,6 +187,8 @@ def archive_factory(loaded: LoadedConfig, timestamps: TimestampService | None = 
             storage=storage,
         )
         stamps = attach(timestamps, recorder, _room_notify(room)) if timestamps else None
+        if access is not None:
+            access.session_started(room.name, recorder.prefix)
         try:
             await recorder.start()
         except (OSError, FinrtcError) as error:
@@ -218,8 +253,13 @@ class Services:
             # the identity events emitted while closing).
             self.factories.append(self._identity_extension)
         self.timestamps = timestamp_service(loaded)
+        self.archive_access: ArchiveAccess | None = None
         if loaded.config.archive.enabled:
-            self.factories.append(archive_factory(loaded, self.timestamps))
+            self.archive_access = ArchiveAccess(
+                storage_from_config(loaded.config.archive, loaded.data_dir),
+                load_archive_keys(loaded).signer,
+            )
+            self.factories.append(archive_factory(loaded, self.timestamps, self.archive_access))
 
     def start(self) -> None:
         if self.compliance is not None:
