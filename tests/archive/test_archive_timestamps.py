@@ -67,7 +67,8 @@ def service_for(url: str, pki: TsaPki, **extra: Any) -> TimestampService:
 
 def record_stamped(keys: Keys, archive: Path, session: str, seconds: float,
                    service: TimestampService, *, realtime: bool = False,
-                   at: dict[float, Any] | None = None) -> tuple[Path, SessionStamps]:
+                   at: dict[float, Any] | None = None, close: bool = True,
+                   ) -> tuple[Path, SessionStamps]:
     """Record a synthetic call whose records `service` stamps; `realtime` paces packets to the
     wall clock (sealing times then match media time), `at` runs callbacks at media times."""
     call = av_call()
@@ -83,7 +84,12 @@ def record_stamped(keys: Keys, archive: Path, session: str, seconds: float,
         while pending and packet.media_time >= pending[0][0]:
             pending.pop(0)[1]()
         recorder.offer(packet)
-    recorder.close_sync()
+    if close:
+        recorder.close_sync()
+    else:  # a crash: what was sealed stays, the rest never comes
+        while recorder.backlog:
+            time.sleep(0.01)
+        time.sleep(0.3)
     stamps.wait_sync()
     return archive / "room-1" / session, stamps
 
@@ -445,3 +451,27 @@ def test_config_check_reads_the_tsa_certificate(tmp_path: Path, monkeypatch: pyt
     pki = make_tsa_pki(tmp_path / "tsa", "TSA A")
     check(pki.ca_cert)
     assert "archive.timestamping" not in capsys.readouterr().err
+
+
+def test_an_interrupted_session_reports_its_unanchored_tail(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    pki = make_tsa_pki(tmp_path / "tsa", "TSA A")
+    process = TsaProcess(pki)
+    process.start()
+    service = service_for(process.url, pki, close_wait_s=0.5)
+    try:
+        session, _stamps = record_stamped(keys, tmp_path / "archive", "s-crash", 6.0, service,
+                                          realtime=True, at={3.2: process.stop}, close=False)
+    finally:
+        service.close()
+        process.stop()
+    assert not (session / FINAL).exists()
+    code, report = verify_json(keys, session, "--tsa-cert", str(pki.ca_cert))
+    assert code == 2, codes(report)
+    tail = [f["message"].split(":")[0] for f in report["findings"]
+            if f["code"] == "timestamp_missing_after_interruption"]
+    counts = report["timestamps"]["counts"]
+    assert tail and counts["stamped"] >= 3 and counts["unanchored_tail"] == len(tail)
+    # The tail is what came after the last token, in order.
+    records = [r["record"] for r in report["timestamps"]["records"]]
+    assert records[-len(tail):] == tail

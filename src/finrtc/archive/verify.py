@@ -606,6 +606,7 @@ class Verifier:
             lambda severity, code, message, segment: self.report.add(
                 severity, code, message, segment),
             plan if isinstance(plan, dict) else None,
+            interrupted=final is None,
         )
 
     def _events(self, states: list[_SegmentState]) -> Iterator[tuple[int, dict[str, Any]]]:

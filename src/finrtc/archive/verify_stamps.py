@@ -41,6 +41,7 @@ AddFinding = Callable[[str, str, str, int | None], None]
 Reader = Callable[[str], bytes | None]
 
 ERROR = "error"
+INTERRUPTION = "interruption"
 WARNING = "warning"
 INFO = "info"
 
@@ -101,8 +102,14 @@ def parse_time(value: Any) -> dt.datetime | None:
 
 def check_stamps(records: Sequence[SignedRecord], present_keys: Sequence[str], read: Reader,
                  options: StampOptions, add: AddFinding,
-                 manifest_plan: dict[str, Any] | None) -> dict[str, Any]:
-    """Check the tokens of `records` (in chain order); findings go to `add`; returns a summary."""
+                 manifest_plan: dict[str, Any] | None, *, interrupted: bool = False
+                 ) -> dict[str, Any]:
+    """Check the tokens of `records` (in chain order); findings go to `add`; returns a summary.
+
+    `interrupted` (no final record): the records after the last token were sealed just before
+    the crash and their tokens never came; they are reported unanchored at interruption level
+    (exit 2), not as tampering, since nothing contradicts them — nor proves them.
+    """
     outcomes = [_check_one(record, read, options) for record in records]
     # Walk backwards: the earliest valid token time at or after each record anchors it.
     best: tuple[dt.datetime, str] | None = None
@@ -149,7 +156,13 @@ def check_stamps(records: Sequence[SignedRecord], present_keys: Sequence[str], r
                         f"{record.name}: stamped late by {outcome.delay_s:.1f}s; anchored by "
                         f"the token of {anchor[1]} {delay:.1f}s after sealing", where)
                 continue
-        if outcome.status == "missing":
+        if outcome.status == "missing" and anchor is None and interrupted:
+            outcome.status = "unanchored_tail"
+            add(INTERRUPTION, "timestamp_missing_after_interruption",
+                f"{record.name}: no time-stamp token (sealed {_iso(record.sealed_at)}, after the "
+                "last token of this interrupted session): nothing outside the server anchors it, "
+                "so it may have been altered after the interruption", where)
+        elif outcome.status == "missing":
             add(ERROR, "timestamp_missing",
                 f"{record.name}: no time-stamp token anchors it within "
                 f"{options.max_delay_s:g}s of its sealing time {_iso(record.sealed_at)}"
@@ -191,6 +204,8 @@ def check_stamps(records: Sequence[SignedRecord], present_keys: Sequence[str], r
         f"{counts.get('stamped', 0)} stamped, {counts.get('stamped_late', 0)} stamped late, "
         f"{counts.get('covered', 0)} anchored by a later token, "
         f"{counts.get('missing', 0) + counts.get('too_late', 0)} not anchored, "
+        + (f"{counts['unanchored_tail']} unanchored after the interruption, "
+           if counts.get("unanchored_tail") else "") +
         f"{counts.get('invalid', 0)} invalid, of {len(outcomes)} records"
         + (f"; TSA times {summary['first_token']} .. {summary['last_token']}" if times else ""),
         None)
