@@ -475,3 +475,20 @@ def test_an_interrupted_session_reports_its_unanchored_tail(tmp_path: Path) -> N
     # The tail is what came after the last token, in order.
     records = [r["record"] for r in report["timestamps"]["records"]]
     assert records[-len(tail):] == tail
+
+
+def test_a_clip_package_carries_its_tokens(stamped: tuple[Keys, Path, TsaPki],
+                                           tmp_path: Path) -> None:
+    keys, session, pki = stamped
+    clip = tmp_path / "clip"
+    assert run_cli(["export", str(session), "--segment", "1", "--out", str(clip), "--reason",
+                    "clip for the regulator", "--signer-key", str(keys.paths.signer_pub),
+                    "--archive-key", str(keys.paths.archive_key), "--quiet"]) == 0
+    assert {p.name for p in clip.glob("*.tst")} == {"manifest.tst", "record.tst", "final.tst"}
+    code, report = verify_json(keys, clip, "--tsa-cert", str(pki.ca_cert))
+    assert code == 0, report["findings"]
+    assert report["timestamps"]["counts"] == {"stamped": 3}
+    # Another record's token in the clip is caught.
+    (clip / "record.tst").write_bytes((session / token_name(record_name(0))).read_bytes())
+    code, report = verify_json(keys, clip, "--tsa-cert", str(pki.ca_cert))
+    assert code == 1 and "timestamp_imprint_mismatch" in codes(report)

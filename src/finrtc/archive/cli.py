@@ -259,7 +259,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         verify_key, archive_key = _load_keys(args)
         if args.config is None and is_clip_package(args.session_dir):
-            report = verify_clip_package(args.session_dir, verify_key)
+            report = verify_clip_package(args.session_dir, verify_key, _stamp_options(args))
             print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
             return report.exit_code
         storage, prefix = _session_storage(args)

@@ -42,6 +42,7 @@ from finrtc.archive.segment import (
     split_segment,
 )
 from finrtc.archive.storage import TEMP_MARKER, Storage
+from finrtc.archive.timestamping import token_name
 from finrtc.archive.verify_stamps import StampOptions, check_stamps, session_records
 
 EXIT_OK = 0
@@ -839,13 +840,16 @@ def open_data_key(storage: Storage, prefix: str, manifest: dict[str, Any],
 
 CLIP_PROOF = "proof.json"
 CLIP_FILES = ("manifest.json", "record.json", "final.json", "segment.bin", "clip.webm", CLIP_PROOF)
+# Time-stamp tokens of manifest.json, record.json and final.json, when the session had them.
+CLIP_TOKENS = ("manifest.tst", "record.tst", "final.tst")
 
 
 def is_clip_package(path: Path) -> bool:
     return (path / CLIP_PROOF).is_file() and (path / "segment.bin").is_file()
 
 
-def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
+def verify_clip_package(path: Path, verify_key: VerifyKey,
+                        stamps: StampOptions | None = None) -> VerifyReport:
     report = VerifyReport(str(path))
     report.segments_total = 1
 
@@ -924,9 +928,32 @@ def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
             clip = read("clip.webm")
             if clip is not None and clip != parsed.webm:
                 fail("clip_mismatch", "clip.webm is not the WebM sealed in segment.bin")
+    if stamps is not None:
+        _check_clip_stamps(report, read, stamps, manifest, record, final, target)
     if not any(f.severity == ERROR for f in report.findings):
         report.segments_valid = 1
         report.valid_segments.append(target)
         end = record.get("media_end")
         report.last_sealed_media_time = float(end) if isinstance(end, int | float) else None
     return report
+
+
+def _check_clip_stamps(report: VerifyReport, read: Callable[[str], bytes | None],
+                       stamps: StampOptions, manifest: dict[str, Any], record: dict[str, Any],
+                       final: dict[str, Any] | None, target: int) -> None:
+    records = session_records(manifest, record_digest(manifest),
+                              [(target, record, record_digest(record))],
+                              (final, record_digest(final)) if final is not None else None)
+    files = dict(zip((layout.MANIFEST, layout.record_name(target), layout.FINAL), CLIP_TOKENS,
+                     strict=True))
+    by_token = {token_name(name): file for name, file in files.items()}
+
+    def read_token(name: str) -> bytes | None:
+        file = by_token.get(name)
+        return read(file) if file is not None else None
+
+    report.timestamps = check_stamps(
+        records, list(by_token), read_token, stamps,
+        lambda severity, code, message, segment: report.add(severity, code, message, segment),
+        None, interrupted=final is None,
+    )
