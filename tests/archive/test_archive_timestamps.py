@@ -475,6 +475,10 @@ def test_an_interrupted_session_reports_its_unanchored_tail(tmp_path: Path) -> N
     # The tail is what came after the last token, in order.
     records = [r["record"] for r in report["timestamps"]["records"]]
     assert records[-len(tail):] == tail
+    # A tail longer than the tolerance after the last token is not excused by the crash.
+    code, report = verify_json(keys, session, "--tsa-cert", str(pki.ca_cert),
+                               "--max-stamp-delay", "1.5")
+    assert code == 1 and "timestamp_missing" in codes(report)
 
 
 def test_a_clip_package_carries_its_tokens(stamped: tuple[Keys, Path, TsaPki],

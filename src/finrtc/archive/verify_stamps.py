@@ -106,9 +106,11 @@ def check_stamps(records: Sequence[SignedRecord], present_keys: Sequence[str], r
                  ) -> dict[str, Any]:
     """Check the tokens of `records` (in chain order); findings go to `add`; returns a summary.
 
-    `interrupted` (no final record): the records after the last token were sealed just before
-    the crash and their tokens never came; they are reported unanchored at interruption level
-    (exit 2), not as tampering, since nothing contradicts them — nor proves them.
+    `interrupted` (no final record): records after the last token, sealed within the tolerance
+    of it, were sealed just before the crash and their tokens never came; they are reported
+    unanchored at interruption level (exit 2), not as tampering, since nothing contradicts them
+    (nor proves them). Beyond the tolerance a missing token is an error even then: otherwise an
+    insider could rewrite a long tail, drop its tokens and the final record, and call it a crash.
     """
     outcomes = [_check_one(record, read, options) for record in records]
     # Walk backwards: the earliest valid token time at or after each record anchors it.
@@ -121,6 +123,9 @@ def check_stamps(records: Sequence[SignedRecord], present_keys: Sequence[str], r
         ):
             best = (outcome.info.gen_time, outcome.record.name)
         anchors[position] = best
+    valid_times = [o.info.gen_time for o in outcomes
+                   if o.info is not None and o.status != "invalid"]
+    latest = max(valid_times) if valid_times else None
     every_n = manifest_plan is not None and manifest_plan.get("mode") == "every_n"
     covered_by_design = 0
     for outcome, anchor in zip(outcomes, anchors, strict=True):
@@ -156,7 +161,10 @@ def check_stamps(records: Sequence[SignedRecord], present_keys: Sequence[str], r
                         f"{record.name}: stamped late by {outcome.delay_s:.1f}s; anchored by "
                         f"the token of {anchor[1]} {delay:.1f}s after sealing", where)
                 continue
-        if outcome.status == "missing" and anchor is None and interrupted:
+        if outcome.status == "missing" and anchor is None and interrupted and (
+            latest is not None and record.sealed_at is not None
+            and (record.sealed_at - latest).total_seconds() <= options.max_delay_s
+        ):
             outcome.status = "unanchored_tail"
             add(INTERRUPTION, "timestamp_missing_after_interruption",
                 f"{record.name}: no time-stamp token (sealed {_iso(record.sealed_at)}, after the "
