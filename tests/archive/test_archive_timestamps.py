@@ -496,3 +496,21 @@ def test_a_clip_package_carries_its_tokens(stamped: tuple[Keys, Path, TsaPki],
     (clip / "record.tst").write_bytes((session / token_name(record_name(0))).read_bytes())
     code, report = verify_json(keys, clip, "--tsa-cert", str(pki.ca_cert))
     assert code == 1 and "timestamp_imprint_mismatch" in codes(report)
+
+
+def test_a_tsa_behind_an_issuing_ca_chains_to_the_root(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    pki = make_tsa_pki(tmp_path / "tsa", "Chained TSA", intermediate=True)
+    with run_tsa(pki) as process:
+        service = service_for(process.url, pki)
+        try:
+            session, stamps = record_stamped(keys, tmp_path / "archive", "s-chain", 2.0, service)
+        finally:
+            service.close()
+    assert stamps.pending == [] and not stamps.degraded
+    for anchor in (pki.ca_cert, pki.folder / "sub.crt", pki.tsa_cert):
+        code, report = verify_json(keys, session, "--tsa-cert", str(anchor))
+        assert code == 0, (anchor, report["findings"])
+    other = make_tsa_pki(tmp_path / "other", "Other TSA")
+    code, report = verify_json(keys, session, "--tsa-cert", str(other.ca_cert))
+    assert code == 1 and set(codes(report)) == {"timestamp_signer_untrusted"}

@@ -59,6 +59,12 @@ extendedKeyUsage = critical, timeStamping
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 
+[ ca_ext ]
+basicConstraints = critical, CA:true, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+
 [ plain_ext ]
 basicConstraints = critical, CA:false
 keyUsage = critical, digitalSignature
@@ -81,7 +87,8 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-def make_tsa_pki(folder: Path, name: str = "Test TSA", *, eku: bool = True) -> TsaPki:
+def make_tsa_pki(folder: Path, name: str = "Test TSA", *, eku: bool = True,
+                 intermediate: bool = False) -> TsaPki:
     """CA + TSA certificate and the tsa.cnf of `openssl ts`, all created by openssl.
 
     `eku=False` issues the signer certificate without the timeStamping purpose (a certificate
@@ -94,13 +101,23 @@ def make_tsa_pki(folder: Path, name: str = "Test TSA", *, eku: bool = True) -> T
              "-out", "ca.crt", "-days", "3650", "-subj", f"/O=finrtc tests/CN={name} CA",
              "-addext", "basicConstraints=critical,CA:true",
              "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+    issuer = "ca"
+    if intermediate:
+        # root CA -> issuing CA -> TSA, as commercial TSAs are set up.
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "sub.key", "-out", "sub.csr",
+                 "-subj", f"/O=finrtc tests/CN={name} issuing CA", cwd=folder)
+        _openssl("x509", "-req", "-in", "sub.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", "sub.crt", "-days", "3650", "-extfile", "ext.cnf",
+                 "-extensions", "ca_ext", cwd=folder)
+        issuer = "sub"
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tsa.key", "-out", "tsa.csr",
              "-subj", f"/O=finrtc tests/CN={name}", cwd=folder)
-    _openssl("x509", "-req", "-in", "tsa.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+    _openssl("x509", "-req", "-in", "tsa.csr", "-CA", f"{issuer}.crt", "-CAkey", f"{issuer}.key",
              "-CAcreateserial", "-out", "tsa.crt", "-days", "3650", "-extfile", "ext.cnf",
              "-extensions", "tsa_ext" if eku else "plain_ext", cwd=folder)
     # Extra certificates in each token (openssl adds the signer's own).
-    (folder / "chain.pem").write_bytes((folder / "ca.crt").read_bytes())
+    chain = [folder / "sub.crt"] if intermediate else []
+    (folder / "chain.pem").write_bytes(b"".join(p.read_bytes() for p in [*chain, folder / "ca.crt"]))
     (folder / "serial").write_text("01\n")
     config = folder / "tsa.cnf"
     config.write_text(_TSA_CNF.format(dir=folder, policy=POLICY_OID, other_policy=OTHER_POLICY_OID))
