@@ -514,3 +514,20 @@ def test_a_tsa_behind_an_issuing_ca_chains_to_the_root(tmp_path: Path) -> None:
     other = make_tsa_pki(tmp_path / "other", "Other TSA")
     code, report = verify_json(keys, session, "--tsa-cert", str(other.ca_cert))
     assert code == 1 and set(codes(report)) == {"timestamp_signer_untrusted"}
+
+
+def test_a_single_segment_check_includes_its_token(stamped: tuple[Keys, Path, TsaPki],
+                                                   tmp_path: Path) -> None:
+    keys, original, pki = stamped
+    code, report = verify_json(keys, original, "--segment", "2", "--tsa-cert", str(pki.ca_cert))
+    assert code == 0, report["findings"]
+    assert [r["record"] for r in report["timestamps"]["records"]] == [
+        MANIFEST, record_name(2), FINAL]
+    session = copy_session(original, tmp_path)
+    (session / token_name(record_name(2))).unlink()
+    code, report = verify_json(keys, session, "--segment", "2", "--tsa-cert", str(pki.ca_cert))
+    # The final token came within seconds of this short session's record 2: it anchors it.
+    assert code == 0 and "timestamp_missing_covered" in codes(report, "warning")
+    code, report = verify_json(keys, session, "--segment", "2", "--tsa-cert", str(pki.ca_cert),
+                               "--max-stamp-delay", "0.001")
+    assert code == 1 and "timestamp_missing" in codes(report)

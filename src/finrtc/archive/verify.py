@@ -11,6 +11,7 @@ but no final record), 3 cannot check (unreadable key, not an archive).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from collections.abc import Callable, Iterator
@@ -541,7 +542,7 @@ class Verifier:
                        "interruption); it is not part of the sealed archive", index)
         self._check_final(states, count, prev)
         if self.options.stamps is not None:
-            self._check_stamps(states, self.options.stamps)
+            self._check_stamps(states, self.options.stamps, self.report.final)
         self._check_continuity(states)
         self._report_events(states)
 
@@ -593,9 +594,9 @@ class Verifier:
                        f"{body.get('dropped_packets')} packets never reached the archive "
                        "(sealed as archive_overflow events)")
 
-    def _check_stamps(self, states: list[_SegmentState], options: StampOptions) -> None:
+    def _check_stamps(self, states: list[_SegmentState], options: StampOptions,
+                      final: dict[str, Any] | None) -> None:
         assert self.manifest is not None
-        final = self.report.final
         records = session_records(
             self.manifest, record_digest(self.manifest),
             [(state.index, state.body, state.digest) for state in states],
@@ -785,6 +786,13 @@ class Verifier:
             report.add(INTERRUPTION, "no_final_record",
                        "the session has no final record; the segment is proven by its chain links")
         report.proof = proof
+        if self.options.stamps is not None:
+            # The segment's own token, and the final record's, which anchors it too.
+            final_body = None
+            if final_data is not None:
+                with contextlib.suppress(RecordError):
+                    final_body = open_record(final_data, self.verify_key)
+            self._check_stamps([state], self.options.stamps, final_body)
         if state.valid:
             report.segments_valid = 1
             report.valid_segments.append(target)
