@@ -206,3 +206,15 @@ class TimestampingRestored(ServerEvent):
 
     def severity(self) -> Severity:
         return Severity.WARNING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArchiveChainHead(ServerEvent):
+    """A record of the session's sealed chain (with `archive.witness`): an outside copy of it."""
+
+    event_type: ClassVar[str] = "archive_chain_head"
+    audience: ClassVar[frozenset[Role] | None] = STAFF
+
+    session: str
+    record: str
+    digest: str

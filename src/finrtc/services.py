@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.public import PublicKey
 
-from finrtc.archive import access_log
+from finrtc.archive import access_log, seal_observer
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
 from finrtc.archive.recorder import SessionRecorder, storage_from_config
 from finrtc.archive.stamper import SessionStamps, TimestampService, attach
@@ -29,7 +29,7 @@ from finrtc.hooks.chain import HookProvider
 from finrtc.identity.runtime import IdentityRuntime
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.model import Severity
-from finrtc.room_events import TimestampingDegraded, TimestampingRestored
+from finrtc.room_events import ArchiveChainHead, TimestampingDegraded, TimestampingRestored
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Room events that say nothing the media chain does not already prove are not sealed.
-UNSEALED_EVENTS = frozenset({"subscription_bound"})
+UNSEALED_EVENTS = frozenset({"subscription_bound", ArchiveChainHead.event_type})
 
 
 def prepare_data_dir(loaded: LoadedConfig) -> None:
@@ -159,6 +159,22 @@ class ArchiveAccess:
             log.error("access log of %s not written: %s", prefix, error)
 
 
+class ChainWitness:
+    """Seal observer: every sealed record's digest as an `archive_chain_head` room event (the
+    webhooks deliver it, signed, to the operator's witness store)."""
+
+    def __init__(self, room: Room, session: str) -> None:
+        self.room = room
+        self.session = session
+
+    def extra_fields(self, record_type: str) -> dict[str, Any]:
+        return {"witness": True} if record_type == "manifest" else {}
+
+    def sealed(self, name: str, digest: str) -> None:
+        self.room.events.emit_threadsafe(
+            ArchiveChainHead(session=self.session, record=name, digest=digest))
+
+
 def timestamp_service(loaded: LoadedConfig) -> TimestampService | None:
     settings = loaded.config.archive.timestamping
     if not loaded.config.archive.enabled or not settings.enabled:
@@ -187,6 +203,11 @@ def archive_factory(loaded: LoadedConfig, timestamps: TimestampService | None = 
             storage=storage,
         )
         stamps = attach(timestamps, recorder, _room_notify(room)) if timestamps else None
+        if loaded.config.archive.witness:
+            observers: list[seal_observer.SealObserver] = [ChainWitness(room, session.session_id)]
+            if stamps is not None:
+                observers.insert(0, stamps)
+            recorder.seal_observer = seal_observer.Fanout(observers)
         if access is not None:
             access.session_started(room.name, recorder.prefix)
         try:

@@ -36,6 +36,7 @@ from finrtc.archive.verify import (
     verify_session,
 )
 from finrtc.archive.verify_stamps import StampOptions
+from finrtc.archive.verify_witness import load_witness
 from finrtc.errors import ArchiveError, FinrtcError
 
 # Show progress when a session has at least this many segments (about 2 minutes of media).
@@ -80,6 +81,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         "(default 5)")
     verify.add_argument("--tsa-policy", metavar="OID",
                         help="require this TSA policy OID in every token")
+    verify.add_argument("--witness", type=Path, metavar="FILE",
+                        help="archive_chain_head events an outside witness received (JSON or "
+                        "JSON lines of webhook bodies): every record must match them")
     _threshold_arguments(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _actor_arguments(verify)
@@ -265,11 +269,13 @@ def _verify(args: argparse.Namespace) -> int:
         storage, prefix = _session_storage(args)
         stamps = _stamp_options(args)
         actor = _actor(args)
+        witness = load_witness(args.witness) if args.witness is not None else None
     except FinrtcError as error:
         print(f"finrtc verify: cannot check: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     options = VerifyOptions(
-        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment, stamps=stamps
+        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment, stamps=stamps,
+        witness=witness,
     )
     report = verify_session(storage, prefix, verify_key, archive_key, options,
                             _progress(args.quiet), source=str(args.session_dir))

@@ -40,3 +40,20 @@ def sealed(observer: SealObserver | None, name: str, digest: str) -> None:
         observer.sealed(name, digest)
     except Exception:
         log.exception("seal observer failed on %s", name)
+
+
+class Fanout:
+    """Several observers behind the recorder's one injection point, in order."""
+
+    def __init__(self, observers: list[SealObserver]) -> None:
+        self.observers = observers
+
+    def extra_fields(self, record_type: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for observer in self.observers:
+            fields.update(extra_fields(observer, record_type))
+        return fields
+
+    def sealed(self, name: str, digest: str) -> None:
+        for observer in self.observers:
+            sealed(observer, name, digest)

@@ -92,3 +92,7 @@ class ArchiveConfig(StrictModel):
     )
     queue_packets: int = Field(default=2000, ge=100)
     timestamping: TimestampingConfig = Field(default_factory=TimestampingConfig)
+    # Publish every sealed record's digest as an `archive_chain_head` room event; webhooks deliver
+    # it signed, so an endpoint filtered to that event is an outside witness of the chain
+    # (`finrtc verify --witness FILE`). See docs/timestamping.md.
+    witness: bool = False

@@ -45,6 +45,7 @@ from finrtc.archive.segment import (
 from finrtc.archive.storage import TEMP_MARKER, Storage
 from finrtc.archive.timestamping import token_name
 from finrtc.archive.verify_stamps import StampOptions, check_stamps, session_records
+from finrtc.archive.verify_witness import check_witness
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -97,6 +98,8 @@ class VerifyOptions:
     segment: int | None = None
     # With trusted TSA certificates (--tsa-cert): every record's RFC 3161 token is checked.
     stamps: StampOptions | None = None
+    # Chain heads received by an outside witness (--witness): compared record by record.
+    witness: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -119,6 +122,7 @@ class VerifyReport:
     valid_segments: list[int] = field(default_factory=list)
     timestamps: dict[str, Any] | None = None
     access_log: dict[str, Any] | None = None
+    witness: dict[str, Any] | None = None
 
     def add(self, severity: str, code: str, message: str, segment: int | None = None,
             media_time: float | None = None) -> None:
@@ -161,6 +165,7 @@ class VerifyReport:
             "proof": self.proof,
             "timestamps": self.timestamps,
             "access_log": self.access_log,
+            "witness": self.witness,
         }
 
     def summary(self) -> str:
@@ -199,6 +204,10 @@ class VerifyReport:
         if self.access_log is not None:
             lines.append(f"  access log: {len(self.access_log['entries'])} entries, chain "
                          + ("holds" if self.access_log["holds"] else "BROKEN"))
+        if self.witness is not None:
+            lines.append(f"  witness: {self.witness['matched']} of {self.witness['witnessed']} "
+                         f"witnessed records match, {len(self.witness['unwitnessed'])} never "
+                         "witnessed")
         if self.timestamps is not None:
             counts = self.timestamps["counts"]
             lines.append(
@@ -543,6 +552,8 @@ class Verifier:
         self._check_final(states, count, prev)
         if self.options.stamps is not None:
             self._check_stamps(states, self.options.stamps, self.report.final)
+        if self.options.witness is not None:
+            self._check_witness(states, self.options.witness)
         self._check_continuity(states)
         self._report_events(states)
 
@@ -593,6 +604,20 @@ class Verifier:
             report.add(WARNING, "packets_lost",
                        f"{body.get('dropped_packets')} packets never reached the archive "
                        "(sealed as archive_overflow events)")
+
+    def _check_witness(self, states: list[_SegmentState], heads: list[dict[str, Any]]) -> None:
+        assert self.manifest is not None
+        final = self.report.final
+        records = session_records(
+            self.manifest, record_digest(self.manifest),
+            [(state.index, state.body, state.digest) for state in states],
+            (final, record_digest(final)) if final is not None else None,
+        )
+        self.report.witness = check_witness(
+            records, heads, str(self.report.room), str(self.report.session_id),
+            lambda severity, code, message, segment: self.report.add(
+                severity, code, message, segment),
+        )
 
     def _check_stamps(self, states: list[_SegmentState], options: StampOptions,
                       final: dict[str, Any] | None) -> None:
