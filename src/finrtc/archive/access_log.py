@@ -97,6 +97,16 @@ def _envelope_body(data: bytes) -> dict[str, Any]:
     return body
 
 
+def _retain_until(manifest: dict[str, Any]) -> dt.datetime | None:
+    try:
+        until = dt.datetime.fromisoformat(str(manifest.get("retain_until")))
+    except ValueError:
+        return None
+    until = until if until.tzinfo is not None else until.replace(tzinfo=dt.UTC)
+    # Past retention (a purge's own entry) there is nothing left to lock it to.
+    return until if until > dt.datetime.now(dt.UTC) else None
+
+
 def append(storage: Storage, prefix: str, actor: Actor, action: str, *, reason: str | None = None,
            detail: dict[str, Any] | None = None) -> dict[str, Any]:
     """Append one signed entry; returns its body. ArchiveError if the session or storage fails."""
@@ -136,7 +146,9 @@ def append(storage: Storage, prefix: str, actor: Actor, action: str, *, reason: 
             },
         }
         try:
-            storage.put(layout.join(prefix, entry_name(seq)), seal_record(body, actor.signer))
+            # Locked like the records it is about (S3 Object Lock; read-only files locally).
+            storage.put(layout.join(prefix, entry_name(seq)), seal_record(body, actor.signer),
+                        retain_until=_retain_until(manifest))
         except ArchiveError as error:
             if "refusing to overwrite" in str(error):
                 continue  # another writer took this number: take the next
