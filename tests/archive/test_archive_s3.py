@@ -171,6 +171,13 @@ def test_s3_cli_with_config(keys: Keys, storage: S3Storage, s3_endpoint: str, tm
     assert [(o["session"], o["action"]) for o in outcomes] == [(prefix, "purged")]
     report = verify_session(storage, prefix, keys.verify_key, keys.archive_private)
     assert report.exit_code == 0 and report.keys_destroyed is not None
+    # The access trail lives in the bucket too, locked like the records.
+    assert report.access_log is not None and report.access_log["holds"]
+    assert [e["action"] for e in report.access_log["entries"]] == ["verify", "export", "purge"]
+    assert report.access_log["entries"][1]["reason"] == "test audit"
+    head = storage.client.head_object(Bucket=storage.bucket,
+                                      Key=f"recordings/{prefix}/access/000000.json")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
