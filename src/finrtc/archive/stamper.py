@@ -202,8 +202,16 @@ class TimestampService:
                     delay = min(delay * 2, self.config.retry_max_s)
                     continue
                 except ArchiveError as error:
-                    # Storage refused the token: retrying the TSA does not help; keep it visible.
+                    # Storage refused the token: keep retrying (disk full passes), visibly.
                     job.stamps.failed(job, f"token not stored: {error}")
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.config.retry_max_s)
+                    continue
+                except Exception as error:
+                    # A bug must not end stamping for every session: this record stays
+                    # visible as failing, the others go on.
+                    log.exception("time-stamping %s of %s failed", job.name, job.stamps.prefix)
+                    job.stamps.failed(job, _reason(error))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self.config.retry_max_s)
                     continue
