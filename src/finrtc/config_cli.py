@@ -240,6 +240,15 @@ def _advise(loaded: LoadedConfig, raw: Any, report: ConfigReport) -> None:
                         f"serving: finrtc keys generate --out {resolved.parent} (then move "
                         "archive.key, the private half, off the server)"
                     )
+        stamping = config.archive.timestamping
+        if stamping.enabled and stamping.ca_file:
+            from finrtc.archive.timestamping import load_tsa_certificates
+            from finrtc.errors import ArchiveError
+
+            try:
+                load_tsa_certificates(loaded.resolve(stamping.ca_file))
+            except ArchiveError as error:
+                report.errors.append(f"archive.timestamping.ca_file: {error}")
 
 
 def redact(data: Any, key: str = "") -> Any:

@@ -180,18 +180,41 @@ class RecordingCompromised(ServerEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TimestampingDegraded(ServerEvent):
+    """The Time-Stamp Authority did not answer (or answered badly): records are stamped late."""
+
+    event_type: ClassVar[str] = "timestamping_degraded"
+    audience: ClassVar[frozenset[Role] | None] = STAFF
+
+    tsa: str
+    record: str
+    reason: str
+
+    def severity(self) -> Severity:
+        return Severity.ALERT
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimestampingRestored(ServerEvent):
+    event_type: ClassVar[str] = "timestamping_restored"
+    audience: ClassVar[frozenset[Role] | None] = STAFF
+
+    tsa: str
+    outage_s: float
+    late_records: int
+    waiting: int
+
+    def severity(self) -> Severity:
+        return Severity.WARNING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ArchiveChainHead(ServerEvent):
-    """A signed archive record was stored: its digest is the session chain's new head.
+    """A record of the session's sealed chain (with `archive.witness`): an outside copy of it."""
 
-    Delivered (as a signed webhook) to the archive witness, so an outside system holds each head
-    at the time it was sealed; `finrtc verify --witness` compares the archive against them.
-    """
-
-    event_type: ClassVar[str] = "archive.chain_head"
+    event_type: ClassVar[str] = "archive_chain_head"
     audience: ClassVar[frozenset[Role] | None] = STAFF
 
     session: str
-    # Layout name: manifest.json, records/NNNNNN.json or final.json.
     record: str
     digest: str
-    sealed_at: float

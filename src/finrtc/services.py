@@ -6,8 +6,8 @@ nothing about recording or scripts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.public import PublicKey
 
+from finrtc.archive import access_log, seal_observer
 from finrtc.archive.keys import Signer, ensure_dev_keys, load_archive_public_key
 from finrtc.archive.recorder import SessionRecorder
+from finrtc.archive.stamper import SessionStamps, TimestampService, attach
+from finrtc.archive.storage import Storage
 from finrtc.archive.targets import StorageTargets
 from finrtc.compliance.monitor import ComplianceMonitor
 from finrtc.compliance.runtime import ComplianceRuntime
@@ -27,7 +30,7 @@ from finrtc.hooks.chain import HookProvider
 from finrtc.identity.runtime import IdentityRuntime
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.model import Severity
-from finrtc.room_events import ArchiveChainHead
+from finrtc.room_events import ArchiveChainHead, TimestampingDegraded, TimestampingRestored
 from finrtc.session import CallSession, ExtensionFactory, SessionExtension
 
 if TYPE_CHECKING:
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Room events that say nothing the media chain does not already prove are not sealed.
-# Chain heads describe the chain itself: sealing them into it would be circular.
 UNSEALED_EVENTS = frozenset({"subscription_bound", ArchiveChainHead.event_type})
 
 
@@ -69,8 +71,10 @@ class ArchiveExtension:
 
     name = "archive"
 
-    def __init__(self, recorder: SessionRecorder, session: CallSession) -> None:
+    def __init__(self, recorder: SessionRecorder, session: CallSession,
+                 stamps: SessionStamps | None = None) -> None:
         self.recorder = recorder
+        self.stamps = stamps
         self._session = session
         self._pipelines: dict[str, TrackPipeline] = {}
         recorder.on_keyframe_needed = self._keyframe_needed
@@ -104,23 +108,85 @@ class ArchiveExtension:
 
     async def close(self, clean: bool) -> None:
         await self.recorder.close("session ended" if clean else "session ended uncleanly")
+        if self.stamps is not None:
+            # Bounded by archive.timestamping.close_wait_s; what is left is reported by verify.
+            await self.stamps.wait()
 
 
-def chain_heads(room: Room, session: CallSession) -> Callable[[str, str], None]:
-    """Publishes each new archive chain head (from the writer thread) for the witness."""
+def _room_notify(room: Room) -> Callable[[str, dict[str, Any], str], None]:
+    """Stamping trouble as typed room events (the archive extension seals them in the chain)."""
 
-    def sealed(record: str, digest: str) -> None:
-        room.events.emit_threadsafe(ArchiveChainHead(
-            session=session.session_id, record=record, digest=digest, sealed_at=time.time(),
-        ))
+    def notify(event_type: str, data: dict[str, Any], severity: str) -> None:
+        del severity  # the typed event carries its own
+        if event_type == TimestampingDegraded.event_type:
+            room.events.emit_threadsafe(TimestampingDegraded(**data))
+        elif event_type == TimestampingRestored.event_type:
+            room.events.emit_threadsafe(TimestampingRestored(**data))
 
-    return sealed
+    return notify
 
 
-def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
+class ArchiveAccess:
+    """Appends the server's own reads of recorded sessions (the room API's compliance report) to
+    the session's access log, signed by the server's key and naming the token's identity."""
+
+    KEPT = 1000
+
+    def __init__(self, targets: StorageTargets, signer: Signer) -> None:
+        self.targets = targets
+        self.signer = signer
+        # room -> (session prefix, the storage target of its residency)
+        self._sessions: OrderedDict[str, tuple[str, Storage]] = OrderedDict()
+
+    def session_started(self, room: str, prefix: str, storage: Storage) -> None:
+        self._sessions[room] = (prefix, storage)
+        self._sessions.move_to_end(room)
+        while len(self._sessions) > self.KEPT:
+            self._sessions.popitem(last=False)
+
+    async def report_read(self, room: str, identity: str, role: str, admin: bool) -> None:
+        known = self._sessions.get(room)
+        if known is None:
+            return
+        prefix, storage = known
+        actor = access_log.Actor.with_key(self.signer, f"{identity} ({role}) via the room API")
+        try:
+            await asyncio.to_thread(
+                access_log.append, storage, prefix, actor, "report_read",
+                detail={"identity": identity, "role": role, "admin": admin},
+            )
+        except (FinrtcError, OSError) as error:
+            log.error("access log of %s not written: %s", prefix, error)
+
+
+class ChainWitness:
+    """Seal observer: every sealed record's digest as an `archive_chain_head` room event (the
+    webhooks deliver it, signed, to the operator's witness store)."""
+
+    def __init__(self, room: Room, session: str) -> None:
+        self.room = room
+        self.session = session
+
+    def extra_fields(self, record_type: str) -> dict[str, Any]:
+        return {"witness": True} if record_type == "manifest" else {}
+
+    def sealed(self, name: str, digest: str) -> None:
+        self.room.events.emit_threadsafe(
+            ArchiveChainHead(session=self.session, record=name, digest=digest))
+
+
+def timestamp_service(loaded: LoadedConfig) -> TimestampService | None:
+    settings = loaded.config.archive.timestamping
+    if not loaded.config.archive.enabled or not settings.enabled:
+        return None
+    return TimestampService.from_config(settings, loaded.resolve)
+
+
+def archive_factory(loaded: LoadedConfig, timestamps: TimestampService | None = None,
+                    access: ArchiveAccess | None = None) -> ExtensionFactory:
     keys = load_archive_keys(loaded)
-    targets = StorageTargets(loaded.config.archive, loaded.data_dir)
-    witnessed = loaded.config.webhooks.witness is not None
+    targets = access.targets if access is not None else StorageTargets(
+        loaded.config.archive, loaded.data_dir)
 
     async def create(room: Room, session: CallSession) -> SessionExtension | None:
         if not room.policy.recording:
@@ -138,8 +204,17 @@ def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
                 keys.signer,
                 keys.recipients,
                 storage=target.storage,
-                on_sealed=chain_heads(room, session) if witnessed else None,
             )
+            stamps = attach(timestamps, recorder, _room_notify(room)) if timestamps else None
+            if loaded.config.archive.witness:
+                observers: list[seal_observer.SealObserver] = [
+                    ChainWitness(room, session.session_id)
+                ]
+                if stamps is not None:
+                    observers.insert(0, stamps)
+                recorder.seal_observer = seal_observer.Fanout(observers)
+            if access is not None:
+                access.session_started(room.name, recorder.prefix, target.storage)
             await recorder.start()
         except (OSError, FinrtcError) as error:
             # Recording is required for this room: a call that cannot be recorded must not start.
@@ -147,7 +222,7 @@ def archive_factory(loaded: LoadedConfig) -> ExtensionFactory:
             raise CapacityError(
                 f"recording is required in room {room.name!r} but cannot start: {error}"
             ) from None
-        return ArchiveExtension(recorder, session)
+        return ArchiveExtension(recorder, session, stamps)
 
     return create
 
@@ -199,16 +274,26 @@ class Services:
             # After compliance (its gate waits for identity), before the archive (which seals
             # the identity events emitted while closing).
             self.factories.append(self._identity_extension)
+        self.timestamps = timestamp_service(loaded)
+        self.archive_access: ArchiveAccess | None = None
         if loaded.config.archive.enabled:
-            self.factories.append(archive_factory(loaded))
+            self.archive_access = ArchiveAccess(
+                StorageTargets(loaded.config.archive, loaded.data_dir),
+                load_archive_keys(loaded).signer,
+            )
+            self.factories.append(archive_factory(loaded, self.timestamps, self.archive_access))
 
     def start(self) -> None:
         if self.compliance is not None:
             self.compliance.start()
+        if self.timestamps is not None:
+            self.timestamps.start()
 
     async def close(self) -> None:
         if self.compliance is not None:
             await self.compliance.close()
+        if self.timestamps is not None:
+            await asyncio.to_thread(self.timestamps.close)
 
     async def _compliance_extension(self, room: Room, session: CallSession) -> SessionExtension | None:
         assert self.compliance is not None

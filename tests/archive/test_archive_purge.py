@@ -60,7 +60,8 @@ def test_purge_legal_hold_and_verify_after(keys: Keys, tmp_path: Path, capsys: A
     assert run_cli(argv) == 0
     assert "KEYS DESTROYED" in capsys.readouterr().out
     # Export is impossible by design.
-    assert run_cli(["export", str(expiring), "--signer-key", str(keys.paths.signer_pub),
+    assert run_cli(["export", "--reason=test audit",
+                    str(expiring), "--signer-key", str(keys.paths.signer_pub),
                     "--archive-key", str(keys.paths.archive_key), "--out",
                     str(tmp_path / "x.webm"), "--quiet"]) == 3
     assert "keys were destroyed" in capsys.readouterr().err

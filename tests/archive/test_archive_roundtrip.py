@@ -78,7 +78,8 @@ async def test_record_verify_export_decodes(keys: Keys, tmp_path: Path, capsys: 
 
     out = tmp_path / "export" / "call.webm"
     out.parent.mkdir()
-    code = run_cli(["export", str(session), "--signer-key", str(keys.paths.signer_pub),
+    code = run_cli(["export", "--reason=test audit",
+                    str(session), "--signer-key", str(keys.paths.signer_pub),
                     "--archive-key", str(keys.paths.archive_key), "--out", str(out), "--quiet"])
     assert code == 0
     assert (out.parent / "call.webm.verification.json").is_file()
@@ -113,7 +114,8 @@ def test_audio_only_session(keys: Keys, tmp_path: Path, capsys: Any) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["segments_valid"] >= 3
     out = tmp_path / "a.webm"
-    assert run_cli(["export", str(session), "--signer-key", str(keys.paths.signer_pub),
+    assert run_cli(["export", "--reason=test audit",
+                    str(session), "--signer-key", str(keys.paths.signer_pub),
                     "--archive-key", str(keys.paths.archive_key), "--out", str(out),
                     "--quiet"]) == 0
     with av.open(str(out)) as container:
@@ -364,7 +366,8 @@ def test_two_participants_each_segment_starts_on_keyframes(keys: Keys, tmp_path:
     assert run_cli(verify_args(keys, session)) == 0
     capsys.readouterr()
     out = tmp_path / "two.webm"
-    assert run_cli(["export", str(session), "--signer-key", str(keys.paths.signer_pub),
+    assert run_cli(["export", "--reason=test audit",
+                    str(session), "--signer-key", str(keys.paths.signer_pub),
                     "--archive-key", str(keys.paths.archive_key), "--out", str(out),
                     "--quiet"]) == 0
     with av.open(str(out)) as container:
@@ -402,7 +405,8 @@ def test_periodic_keyframe_slightly_early_starts_the_segment(keys: Keys, tmp_pat
 def test_clip_package_proves_one_segment_alone(keys: Keys, tmp_path: Path, capsys: Any) -> None:
     session = record_sync(keys, tmp_path / "archive", "clip", 4.0)
     clip = tmp_path / "clip-2"
-    assert run_cli(["export", str(session), "--segment", "2", "--out", str(clip),
+    assert run_cli(["export", "--reason=test audit",
+                    str(session), "--segment", "2", "--out", str(clip),
                     "--signer-key", str(keys.paths.signer_pub),
                     "--archive-key", str(keys.paths.archive_key), "--quiet"]) == 0
     capsys.readouterr()
@@ -441,7 +445,8 @@ def test_clip_package_proves_one_segment_alone(keys: Keys, tmp_path: Path, capsy
     # A damaged segment cannot be exported as a clip at all.
     (session / "segments" / "000001.seg").chmod(0o640)
     (session / "segments" / "000001.seg").write_bytes(b"x")
-    assert run_cli(["export", str(session), "--segment", "1", "--out", str(tmp_path / "c1"),
+    assert run_cli(["export", "--reason=test audit",
+                    str(session), "--segment", "1", "--out", str(tmp_path / "c1"),
                     "--signer-key", str(keys.paths.signer_pub),
                     "--archive-key", str(keys.paths.archive_key), "--quiet"]) == 3
     assert not (tmp_path / "c1").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,8 @@ def test_s3_cli_with_config(keys: Keys, storage: S3Storage, s3_endpoint: str, tm
                     "--json", "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["segments_valid"] == 2
     out = tmp_path / "s3.webm"
-    assert run_cli(["export", prefix, "--config", str(config), "--signer-key",
+    assert run_cli(["export", "--reason=test audit",
+                    prefix, "--config", str(config), "--signer-key",
                     str(keys.paths.signer_pub), "--archive-key", str(keys.paths.archive_key),
                     "--out", str(out), "--quiet"]) == 0
     assert out.stat().st_size > 1000
@@ -170,3 +172,49 @@ def test_s3_cli_with_config(keys: Keys, storage: S3Storage, s3_endpoint: str, tm
     assert [(o["session"], o["action"]) for o in outcomes] == [(prefix, "purged")]
     report = verify_session(storage, prefix, keys.verify_key, keys.archive_private)
     assert report.exit_code == 0 and report.keys_destroyed is not None
+    # The access trail lives in the bucket too, locked like the records.
+    assert report.access_log is not None and report.access_log["holds"]
+    assert [e["action"] for e in report.access_log["entries"]] == ["verify", "export", "purge"]
+    assert report.access_log["entries"][1]["reason"] == "test audit"
+    head = storage.client.head_object(Bucket=storage.bucket,
+                                      Key=f"recordings/{prefix}/access/000000.json")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_s3_timestamps_are_stored_locked_beside_the_records(keys: Keys, storage: S3Storage,
+                                                             tmp_path: Path) -> None:
+    from finrtc.archive.settings import TimestampingConfig
+    from finrtc.archive.stamper import TimestampService, attach
+    from finrtc.archive.timestamping import load_tsa_certificates
+    from finrtc.archive.verify import VerifyOptions
+    from finrtc.archive.verify_stamps import StampOptions
+    from tests.support.tsa import make_tsa_pki, run_tsa
+
+    pki = make_tsa_pki(tmp_path / "tsa", "S3 TSA")
+    trusted = load_tsa_certificates(pki.ca_cert)
+    with run_tsa(pki) as tsa:
+        service = TimestampService(
+            TimestampingConfig(enabled=True, url=tsa.url, ca_file=str(pki.ca_cert)), trusted)
+        service.start()
+        try:
+            call = av_call()
+            recorder = new_recorder(keys, storage, "s3-stamped", call=call)
+            stamps = attach(service, recorder)
+            asyncio.run(recorder.start())
+            for packet in call.packets(2.0):
+                recorder.offer(packet)
+            asyncio.run(recorder.close())
+            assert stamps.wait_sync() == []
+        finally:
+            service.close()
+    prefix = f"{ROOM}/s3-stamped"
+    tokens = [k for k in storage.list_keys(prefix) if k.endswith(".tst")]
+    assert len(tokens) == 2 + 2  # manifest, two segments, final
+    head = storage.client.head_object(Bucket=storage.bucket,
+                                      Key=f"recordings/{prefix}/timestamps/final.tst")
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    report = verify_session(storage, prefix, keys.verify_key, None,
+                            VerifyOptions(stamps=StampOptions(trusted)))
+    assert report.exit_code == 0, report.summary()
+    assert report.timestamps is not None and report.timestamps["counts"] == {"stamped": 4}

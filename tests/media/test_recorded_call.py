@@ -77,6 +77,8 @@ async def test_real_call_is_recorded_verified_and_exported(tmp_path: Path, http)
     out = tmp_path / "call.webm"
     result = finrtc(
         "export",
+        "--reason",
+        "test audit",
         str(session_dir),
         "--out",
         str(out),
@@ -111,6 +113,8 @@ async def test_real_call_is_recorded_verified_and_exported(tmp_path: Path, http)
     marked = tmp_path / "for-auditor.webm"
     result = finrtc(
         "export",
+        "--reason",
+        "test audit",
         str(session_dir),
         "--out",
         str(marked),

@@ -30,7 +30,6 @@ EXAMPLE_PATHS = (
     ("archive", "storage", "s3"),
     ("archive", "targets"),
     ("webhooks", "endpoints"),
-    ("webhooks", "witness"),
 )
 SECRETS = {
     "FINRTC_API_SECRET": "api-" + "a" * 44,

@@ -29,3 +29,20 @@ WRITE_FAILURES = Counter(
 RECORDINGS = Gauge(
     "finrtc_archive_recordings", "Sessions currently being recorded.", registry=REGISTRY
 )
+TIMESTAMPS = Counter(
+    "finrtc_archive_timestamps_total",
+    "RFC 3161 time-stamp requests by outcome (stamped, stamped_late, failed attempt, dropped, "
+    "abandoned at close).",
+    ["outcome"], registry=REGISTRY,
+)
+TIMESTAMP_SECONDS = Histogram(
+    "finrtc_archive_timestamp_seconds",
+    "Time of one successful time-stamp round trip: request, TSA answer, token check, store.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+TIMESTAMPS_PENDING = Gauge(
+    "finrtc_archive_timestamps_pending",
+    "Sealed records waiting for their time-stamp token (grows while the TSA is down).",
+    registry=REGISTRY,
+)

@@ -12,6 +12,8 @@ from typing import Any
 from nacl.public import PrivateKey
 from nacl.signing import VerifyKey
 
+from finrtc.archive import access_log
+from finrtc.archive.access_log import Actor
 from finrtc.archive.keys import (
     Signer,
     generate_keys,
@@ -26,6 +28,7 @@ from finrtc.archive.retention import (
     purge,
 )
 from finrtc.archive.storage import LocalStorage, Storage
+from finrtc.archive.timestamping import load_tsa_certificates
 from finrtc.archive.verify import (
     EXIT_CANNOT_CHECK,
     VerifyOptions,
@@ -33,6 +36,8 @@ from finrtc.archive.verify import (
     verify_clip_package,
     verify_session,
 )
+from finrtc.archive.verify_stamps import StampOptions
+from finrtc.archive.verify_witness import load_witness
 from finrtc.errors import ArchiveError, FinrtcError
 
 # Show progress when a session has at least this many segments (about 2 minutes of media).
@@ -66,12 +71,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--segment", type=int, metavar="K",
                         help="check segment K alone with its Merkle / chain proof")
+    verify.add_argument("--tsa-cert", type=Path, metavar="FILE",
+                        help="the Time-Stamp Authority's certificate (or its CA), PEM or DER: "
+                        "check every record's RFC 3161 token against it")
+    verify.add_argument("--max-stamp-delay", type=float, default=60.0, metavar="SECONDS",
+                        help="largest time between sealing a record and the TSA's time that "
+                        "still anchors it (default 60)")
+    verify.add_argument("--stamp-late-after", type=float, default=5.0, metavar="SECONDS",
+                        help="a token this much after sealing is reported as stamped late "
+                        "(default 5)")
+    verify.add_argument("--tsa-policy", metavar="OID",
+                        help="require this TSA policy OID in every token")
     verify.add_argument("--witness", type=Path, metavar="FILE",
-                        help="chain heads the archive witness stored (its archive.chain_head "
-                        "webhook bodies, JSON lines or a JSON list): every sealed record must "
-                        "match the head witnessed when it was sealed")
+                        help="archive_chain_head events an outside witness received (JSON or "
+                        "JSON lines of webhook bodies): every record must match them")
     _threshold_arguments(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _actor_arguments(verify)
     verify.set_defaults(handler=_verify)
 
     export = subparsers.add_parser(
@@ -91,6 +107,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _key_arguments(export, archive_required=True)
     _threshold_arguments(export)
     export.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    export.add_argument("--reason", required=True,
+                        help="why the recording is exported (case, request): signed into the "
+                        "session's access log")
+    _actor_arguments(export)
     export.add_argument("--mark-for", metavar="NAME",
                         help="re-encode the video with NAME's forensic mark, so a leaked copy "
                         "names its recipient (see `finrtc watermark extract`)")
@@ -129,7 +149,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     hold.add_argument("--reason", required=True, help="case reference / why (signed, logged)")
     hold.add_argument("--signer-key", type=Path,
                       help="signer.key (default with --config: archive.signer_key_file)")
+    _actor_arguments(hold)
     hold.set_defaults(handler=_legal_hold)
+
+    log_parser = archive_sub.add_parser(
+        "access-log", help="print a session's signed access log and check its chain",
+        description="Exit codes: 0 the chain holds, 1 broken, 3 cannot check.",
+    )
+    log_parser.add_argument("session_dir", type=Path,
+                            help="<archive dir>/<room>/<session-id>, or <room>/<session-id> "
+                            "with --config")
+    log_parser.add_argument("--config", type=Path,
+                            help="read the session from the storage (local or S3) of this config")
+    log_parser.add_argument("--signer-key", type=Path, required=True,
+                            help="the server's signer.pub (authenticates the manifest the log "
+                            "is bound to)")
+    log_parser.add_argument("--json", action="store_true")
+    log_parser.set_defaults(handler=_access_log)
 
 
 def _key_arguments(parser: argparse.ArgumentParser, archive_required: bool) -> None:
@@ -137,6 +173,31 @@ def _key_arguments(parser: argparse.ArgumentParser, archive_required: bool) -> N
                         help="the server's signer.pub (Ed25519 public key)")
     parser.add_argument("--archive-key", type=Path, required=archive_required,
                         help="the operator's archive.key (private) to check the content")
+
+
+def _actor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--actor-key", type=Path, metavar="FILE",
+                        help="your Ed25519 key (a signer.key made by `finrtc keys generate`): "
+                        "signs your entry in the session's access log")
+    parser.add_argument("--actor", metavar="NAME",
+                        help="your name in the access log (default: user@host)")
+
+
+def _actor(args: argparse.Namespace, fallback: Signer | None = None) -> Actor:
+    if args.actor_key is not None:
+        return Actor.with_key(Signer.from_file(args.actor_key), args.actor)
+    if fallback is not None:
+        return Actor.with_key(fallback, args.actor or f"signer {fallback.fingerprint}")
+    return Actor.unattributed(args.actor)
+
+
+def _log_access(storage: Storage, prefix: str, actor: Actor, action: str, *,
+                reason: str | None = None, detail: dict[str, Any] | None = None) -> None:
+    """Append to the access log; a read-only copy still verifies (with a warning)."""
+    try:
+        access_log.append(storage, prefix, actor, action, reason=reason, detail=detail)
+    except (FinrtcError, OSError) as error:
+        print(f"finrtc: warning: access log not written: {error}", file=sys.stderr)
 
 
 def _threshold_arguments(parser: argparse.ArgumentParser) -> None:
@@ -204,24 +265,43 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         verify_key, archive_key = _load_keys(args)
         if args.config is None and is_clip_package(args.session_dir):
-            report = verify_clip_package(args.session_dir, verify_key)
+            report = verify_clip_package(args.session_dir, verify_key, _stamp_options(args))
             print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
             return report.exit_code
         storage, prefix = _session_storage(args)
+        stamps = _stamp_options(args)
+        actor = _actor(args)
+        witness = load_witness(args.witness) if args.witness is not None else None
     except FinrtcError as error:
         print(f"finrtc verify: cannot check: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     options = VerifyOptions(
-        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment,
-        witness=args.witness,
+        max_gap_s=args.max_gap, max_drift_s=args.max_drift, segment=args.segment, stamps=stamps,
+        witness=witness,
     )
     report = verify_session(storage, prefix, verify_key, archive_key, options,
                             _progress(args.quiet), source=str(args.session_dir))
+    if report.room is not None:
+        _log_access(storage, prefix, actor,
+                    "verify" if args.segment is None else "verify_segment",
+                    detail={"result": report.status, "exit_code": report.exit_code,
+                            "segment": args.segment, "content": report.content_checked,
+                            "timestamps": report.timestamps is not None})
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         print(report.summary())
     return report.exit_code
+
+
+def _stamp_options(args: argparse.Namespace) -> StampOptions | None:
+    if args.tsa_cert is None:
+        return None
+    if args.max_stamp_delay <= 0 or args.stamp_late_after < 0:
+        raise ArchiveError("--max-stamp-delay must be > 0 and --stamp-late-after >= 0 seconds")
+    return StampOptions(load_tsa_certificates(args.tsa_cert), max_delay_s=args.max_stamp_delay,
+                        late_after_s=min(args.stamp_late_after, args.max_stamp_delay),
+                        policy_oid=args.tsa_policy)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -230,10 +310,18 @@ def _export(args: argparse.Namespace) -> int:
     try:
         verify_key, archive_key = _load_keys(args)
         storage, prefix = _session_storage(args)
+        actor = _actor(args)
     except FinrtcError as error:
         print(f"finrtc export: cannot check: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
+    if not args.reason.strip():
+        print("finrtc export: --reason must say why the recording is exported", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
     assert archive_key is not None
+    # Logged before the media leaves the archive: an export that fails midway was still tried.
+    _log_access(storage, prefix, actor, "export" if args.segment is None else "export_segment",
+                reason=args.reason, detail={"out": args.out.name, "segment": args.segment,
+                                            "mark_for": args.mark_for})
     if args.segment is not None:
         try:
             report = export_clip_package(storage, prefix, verify_key, archive_key, args.segment,
@@ -317,7 +405,11 @@ def _purge(args: argparse.Namespace) -> int:
     # Every residency's target: retention ends the same way wherever a session is kept.
     result = PurgeResult()
     for storage in targets:
-        result.outcomes.extend(purge(storage, signer, now=now, dry_run=args.dry_run).outcomes)
+        purged = purge(storage, signer, now=now, dry_run=args.dry_run)
+        result.outcomes.extend(purged.outcomes)
+        for session in purged.purged:
+            _log_access(storage, session, Actor.with_key(signer, "purge"), "purge",
+                        reason="retention period ended")
     if args.json:
         print(json.dumps([outcome.to_json() for outcome in result.outcomes], indent=2))
     else:
@@ -341,10 +433,35 @@ def _legal_hold(args: argparse.Namespace) -> int:
         storage, default_key = LocalStorage(session.parent.parent), None
         prefix = f"{session.parent.name}/{session.name}"
     signer = _signer(args, default_key)
+    actor = _actor(args, signer)
     if args.hold_on:
         place_legal_hold(storage, prefix, signer, args.reason)
+        _log_access(storage, prefix, actor, "legal_hold_on", reason=args.reason)
         print(f"legal hold placed on {prefix}")
     else:
         lift_legal_hold(storage, prefix, signer, args.reason)
+        _log_access(storage, prefix, actor, "legal_hold_off", reason=args.reason)
         print(f"legal hold lifted from {prefix}")
     return 0
+
+
+def _access_log(args: argparse.Namespace) -> int:
+    from finrtc.archive import layout
+    from finrtc.archive.records import RecordError, open_record
+
+    try:
+        verify_key = load_verify_key(args.signer_key)
+        storage, prefix = _session_storage(args)
+        manifest = open_record(storage.get(layout.join(prefix, layout.MANIFEST)), verify_key)
+    except (FinrtcError, RecordError, FileNotFoundError) as error:
+        print(f"finrtc archive access-log: cannot check: {error}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    report = access_log.check(storage, prefix, manifest)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(f"access log of {manifest.get('room')}/{manifest.get('session_id')}: "
+              f"{len(report.entries)} entries, chain " + ("holds" if report.holds else "BROKEN"))
+        for line in report.lines():
+            print(line)
+    return 0 if report.holds else 1

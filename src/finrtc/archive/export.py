@@ -24,6 +24,7 @@ from finrtc.archive import layout
 from finrtc.archive.records import Manifest, open_typed
 from finrtc.archive.segment import split_segment
 from finrtc.archive.storage import Storage
+from finrtc.archive.timestamping import token_name
 from finrtc.archive.verify import (
     Progress,
     VerifyOptions,
@@ -199,6 +200,11 @@ def export_clip_package(
     _write_atomic(out_dir / "record.json", record)
     with contextlib.suppress(FileNotFoundError):
         _write_atomic(out_dir / "final.json", storage.get(layout.join(prefix, layout.FINAL)))
+    # Trusted timestamps travel with the clip, so its time is checkable without the archive.
+    for name, target in ((layout.MANIFEST, "manifest.tst"), (layout.record_name(index), "record.tst"),
+                         (layout.FINAL, "final.tst")):
+        with contextlib.suppress(FileNotFoundError):
+            _write_atomic(out_dir / target, storage.get(layout.join(prefix, token_name(name))))
     _write_atomic(out_dir / "segment.bin", bytes(plaintext))
     _write_atomic(out_dir / "clip.webm", segment.webm)
     proof = dict(report.proof or {})

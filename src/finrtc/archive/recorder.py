@@ -26,6 +26,7 @@ from nacl.public import PublicKey
 from finrtc.archive import archive_metrics, layout
 from finrtc.archive.keys import Signer
 from finrtc.archive.records import SealedEvent
+from finrtc.archive.seal_observer import SealObserver
 from finrtc.archive.sealer import Sealer
 from finrtc.archive.segment import TrackMeta
 from finrtc.archive.segmenter import ClosedSegment, Segmenter, TrackTable
@@ -76,7 +77,6 @@ class SessionRecorder:
         archive_public_keys: list[PublicKey],
         on_keyframe_needed: Callable[[str], None] | None = None,
         storage_target: str = DEFAULT_TARGET,
-        on_sealed: Callable[[str, str], None] | None = None,
     ) -> None:
         if not archive_public_keys:
             raise ArchiveError(
@@ -90,6 +90,7 @@ class SessionRecorder:
         self.prefix = f"{self.room}/{self.session_id}"
         self.on_keyframe_needed = on_keyframe_needed
         self.segment_seconds = config.segment_seconds
+        self.retention_days = retention_days
 
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_packets)
         self._lock = threading.Lock()
@@ -113,7 +114,6 @@ class SessionRecorder:
             archive_public_keys=archive_public_keys, retention_class=retention_class,
             retention_days=retention_days, residency=residency,
             segment_seconds=config.segment_seconds, storage_target=storage_target,
-            on_sealed=on_sealed,
         )
 
     # ----------------------------------------------------------------------------- creation
@@ -132,7 +132,6 @@ class SessionRecorder:
         *,
         storage: Storage | None = None,
         on_keyframe_needed: Callable[[str], None] | None = None,
-        on_sealed: Callable[[str, str], None] | None = None,
     ) -> SessionRecorder:
         retention = config.retention_classes.get(retention_class)
         if retention is None:
@@ -156,7 +155,6 @@ class SessionRecorder:
             archive_public_keys=archive_public_keys,
             on_keyframe_needed=on_keyframe_needed,
             storage_target=target,
-            on_sealed=on_sealed,
         )
 
     async def start(self) -> None:
@@ -233,6 +231,16 @@ class SessionRecorder:
         return segmenter.waiting_for_keyframes or (
             segmenter.keyframe_due < math.inf and segmenter.media_end >= segmenter.keyframe_due
         )
+
+    @property
+    def seal_observer(self) -> SealObserver | None:
+        """The one injection point that sees every signed record (timestamps, witness); set it
+        before `start()`."""
+        return self._sealer.observer
+
+    @seal_observer.setter
+    def seal_observer(self, observer: SealObserver | None) -> None:
+        self._sealer.observer = observer
 
     @property
     def backlog(self) -> int:

@@ -280,6 +280,10 @@ class Manifest(Record):
     container: str
     # Absent in sessions recorded before residency targets existed.
     storage_target: StorageTargetRef | None = field(default=None, metadata=OMIT_DEFAULT)
+    # RFC 3161 plan: {tsa, policy_oid, mode, every_n} (docs/timestamping.md); absent: no TSA.
+    timestamping: dict[str, Any] | None = field(default=None, metadata=OMIT_DEFAULT)
+    # Chain heads are published for an outside witness (archive.witness).
+    witness: bool = field(default=False, metadata=OMIT_DEFAULT)
 
     def sealed_key_for(self, recipient: str) -> SealedKeyRef | None:
         return next((item for item in self.sealed_keys if item.recipient == recipient), None)
@@ -382,6 +386,8 @@ class FinalRecord(Record):
     events_total: int
     compromised: bool
     compromise_reasons: list[str]
+    # Stamping outcome: {degraded, outages, stamped_late, unstamped_at_close}; absent: no TSA.
+    timestamping: dict[str, Any] | None = field(default=None, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)

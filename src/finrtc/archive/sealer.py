@@ -14,13 +14,14 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import nacl.secret
 import nacl.utils
 from nacl.public import PublicKey, SealedBox
 
-from finrtc.archive import archive_metrics, layout
+from finrtc.archive import archive_metrics, layout, seal_observer
 from finrtc.archive.keys import Signer, fingerprint
 from finrtc.archive.merkle import merkle_root, record_leaf
 from finrtc.archive.records import (
@@ -35,6 +36,7 @@ from finrtc.archive.records import (
     TrackTotals,
     sha256_hex,
 )
+from finrtc.archive.seal_observer import SealObserver
 from finrtc.archive.segment import TrackMeta, build_segment, leaf_for
 from finrtc.archive.storage import Storage
 from finrtc.errors import ArchiveError
@@ -87,7 +89,6 @@ class Sealer:
         residency: str | None,
         segment_seconds: float,
         storage_target: str,
-        on_sealed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.storage = storage
         self.room = room
@@ -100,8 +101,9 @@ class Sealer:
         self.residency = residency
         self.segment_seconds = segment_seconds
         self.storage_target = StorageTargetRef(name=storage_target, location=storage.describe())
-        # Told (record name, digest) after each signed record is stored: the new chain head.
-        self.on_sealed = on_sealed
+        # Adds fields to the manifest / final record and is told (name, digest) after each signed
+        # record is stored: the trusted-timestamp stamper and the witness (seal_observer.py).
+        self.observer: SealObserver | None = None
         self._key = nacl.utils.random(nacl.secret.SecretBox.KEY_SIZE)
         self._box = nacl.secret.SecretBox(self._key)
         self.created = time.time()
@@ -151,6 +153,7 @@ class Sealer:
             digest="sha256",
             container=CONTAINER,
             storage_target=self.storage_target,
+            **self._extra("manifest"),
         )
         stored, self.chain_head = manifest.seal(self.signer)
         self.put(layout.MANIFEST, stored)
@@ -267,6 +270,7 @@ class Sealer:
             events_total=self.events_sealed,
             compromised=bool(compromise_reasons),
             compromise_reasons=compromise_reasons,
+            **self._extra("final"),
         )
         stored, digest = record.seal(self.signer)
         self.put(layout.FINAL, stored)
@@ -274,10 +278,15 @@ class Sealer:
         return record
 
     def _announce(self, name: str, digest: str) -> None:
-        if self.on_sealed is None:
-            return
-        try:
-            self.on_sealed(name, digest)
-        except Exception:
-            # The record is sealed; a listener (witness, stamper) never undoes that.
-            log.exception("chain-head listener failed on %s/%s", self.prefix, name)
+        # The record is sealed; an observer's failure is logged there, never undoes that.
+        seal_observer.sealed(self.observer, name, digest)
+
+    def _extra(self, record_type: str) -> dict[str, Any]:
+        fields = seal_observer.extra_fields(self.observer, record_type)
+        known = {"timestamping", "witness"} if record_type == "manifest" else {"timestamping"}
+        unknown = set(fields) - known
+        if unknown:
+            # The record format is closed: an observer cannot sign fields no reader knows.
+            log.error("seal observer offered unknown %s fields %s; ignored", record_type,
+                      sorted(unknown))
+        return {key: value for key, value in fields.items() if key in known}

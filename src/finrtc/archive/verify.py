@@ -11,6 +11,7 @@ but no final record), 3 cannot check (unreadable key, not an archive).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -24,7 +25,7 @@ import nacl.secret
 from nacl.public import PrivateKey, SealedBox
 from nacl.signing import VerifyKey
 
-from finrtc.archive import layout
+from finrtc.archive import access_log, layout
 from finrtc.archive.keys import fingerprint
 from finrtc.archive.merkle import merkle_proof, merkle_root, merkle_verify, record_leaf
 from finrtc.archive.records import (
@@ -49,6 +50,9 @@ from finrtc.archive.segment import (
     split_segment,
 )
 from finrtc.archive.storage import TEMP_MARKER, Storage
+from finrtc.archive.timestamping import token_name
+from finrtc.archive.verify_stamps import StampOptions, check_stamps, session_records
+from finrtc.archive.verify_witness import check_witness
 
 _R = TypeVar("_R", bound=Record)
 
@@ -101,8 +105,10 @@ class VerifyOptions:
     max_gap_s: float = 1.0
     max_drift_s: float = 0.3
     segment: int | None = None
-    # File of chain heads stored by the archive witness (see `check_witness`).
-    witness: Path | None = None
+    # With trusted TSA certificates (--tsa-cert): every record's RFC 3161 token is checked.
+    stamps: StampOptions | None = None
+    # Chain heads received by an outside witness (--witness): compared record by record.
+    witness: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -124,10 +130,11 @@ class VerifyReport:
     last_sealed_media_time: float | None = None
     compromised: bool = False
     proof: dict[str, Any] | None = None
-    # {"heads", "matched", "not_witnessed"} when checked against a witness file.
-    witness: dict[str, int] | None = None
     cannot_check: bool = False
     valid_segments: list[int] = field(default_factory=list)
+    timestamps: dict[str, Any] | None = None
+    access_log: dict[str, Any] | None = None
+    witness: dict[str, Any] | None = None
 
     def add(self, severity: str, code: str, message: str, segment: int | None = None,
             media_time: float | None = None) -> None:
@@ -170,6 +177,8 @@ class VerifyReport:
             "last_sealed_media_time": self.last_sealed_media_time,
             "findings": [finding.to_json() for finding in self.findings],
             "proof": self.proof,
+            "timestamps": self.timestamps,
+            "access_log": self.access_log,
             "witness": self.witness,
         }
 
@@ -205,13 +214,26 @@ class VerifyReport:
             + ("decrypted, digests, Merkle roots and containers checked" if self.content_checked
                else "not decrypted (signatures, chain and ciphertext digests only)")
         )
-        if self.witness is not None:
-            lines.append(f"  witness: {self.witness['matched']} of {self.witness['heads']} witnessed "
-                         f"heads match, {self.witness['not_witnessed']} record(s) not witnessed")
         if self.legal_hold and self.legal_hold.get("on"):
             lines.append(f"  LEGAL HOLD: {self.legal_hold.get('reason')}")
         if self.compromised:
             lines.append("  RECORDING MARKED COMPROMISED by the server (see findings)")
+        if self.access_log is not None:
+            lines.append(f"  access log: {len(self.access_log['entries'])} entries, chain "
+                         + ("holds" if self.access_log["holds"] else "BROKEN"))
+        if self.witness is not None:
+            lines.append(f"  witness: {self.witness['matched']} of {self.witness['witnessed']} "
+                         f"witnessed records match, {len(self.witness['unwitnessed'])} never "
+                         "witnessed")
+        if self.timestamps is not None:
+            counts = self.timestamps["counts"]
+            lines.append(
+                f"  timestamps: {counts.get('stamped', 0)} stamped, "
+                f"{counts.get('stamped_late', 0)} late, {counts.get('covered', 0)} anchored by a "
+                f"later token, {counts.get('missing', 0) + counts.get('too_late', 0)} missing, "
+                f"{counts.get('invalid', 0)} invalid "
+                f"(TSA {', '.join(self.timestamps['tsa']) or 'none valid'})"
+            )
         for finding in self.findings:
             lines.append("  " + finding.line())
         return "\n".join(lines)
@@ -246,6 +268,8 @@ class _SessionReader:
 class _SegmentState:
     index: int
     record: SegmentRecord
+    # The stored body (digests and token checks are over it, never over a re-encoding).
+    body: dict[str, Any]
     digest: str
     valid: bool
     packets: list[tuple[str, float, float, float]] = field(default_factory=list)
@@ -271,11 +295,10 @@ class Verifier:
         self.report = VerifyReport(source or layout.join(storage.describe(), prefix))
         self.box: nacl.secret.SecretBox | None = None
         self.manifest: Manifest | None = None
+        self.manifest_body: dict[str, Any] = {}
         self.manifest_digest = ""
         self.tracks: dict[str, dict[str, Any]] = {}
         self._last_end = 0.0
-        # Layout name -> digest of every record whose signature holds (for the witness check).
-        self.sealed_digests: dict[str, str] = {}
 
     # --------------------------------------------------------------------------- entry
 
@@ -284,13 +307,12 @@ class Verifier:
         if not self._load_manifest():
             return report
         self._load_side_files()
+        self._check_access_log()
         self._open_content_key()
         if self.options.segment is not None:
             self._verify_single(self.options.segment)
         else:
             self._verify_all()
-            if self.options.witness is not None:
-                check_witness(report, self.sealed_digests, self.options.witness)
         return report
 
     def _load_manifest(self) -> bool:
@@ -303,14 +325,15 @@ class Verifier:
                        "(expected <archive dir>/<room>/<session-id>/)")
             return False
         try:
-            manifest, digest = open_typed(data, self.verify_key, Manifest)
+            self.manifest_body = open_record(data, self.verify_key)
+            manifest = Manifest.from_json(self.manifest_body)
+            digest = record_digest(self.manifest_body)
         except RecordError as error:
             code = "invalid" if error.code in FORMAT_ERRORS else error.code
             # Without a trustworthy manifest nothing else can be bound to the session.
             report.add(ERROR, f"manifest_{code}", f"manifest: {error}")
             return False
         self.manifest, self.manifest_digest = manifest, digest
-        self.sealed_digests[layout.MANIFEST] = digest
         report.room = manifest.room
         report.session_id = manifest.session_id
         report.residency = manifest.residency
@@ -357,6 +380,15 @@ class Verifier:
                                      "since": marker.placed_at}
             except RecordError as error:
                 report.add(WARNING, "legal_hold_unverified", f"legal hold marker: {error}")
+
+    def _check_access_log(self) -> None:
+        assert self.manifest is not None
+        if not any(name.startswith(access_log.ACCESS_DIR + "/") for name in self.reader.keys):
+            return
+        checked = access_log.check(self.reader.storage, self.reader.prefix, self.manifest_body)
+        self.report.access_log = checked.to_json()
+        for _seq, code, message in checked.problems:
+            self.report.add(ERROR, code, f"access log: {message}")
 
     def _open_content_key(self) -> None:
         report = self.report
@@ -413,8 +445,7 @@ class Verifier:
             # Signed by the server's key yet not a segment record of this format.
             report.add(ERROR, "record_invalid", f"{name}: {error}", index, after)
             return None
-        state = _SegmentState(index, record, record_digest(body), valid=True)
-        self.sealed_digests[name] = state.digest
+        state = _SegmentState(index, record, body, record_digest(body), valid=True)
         at = record.media_start
         self._last_end = record.media_end
 
@@ -544,6 +575,10 @@ class Verifier:
                        f"{segments[index]} has no signed record (written just before an "
                        "interruption); it is not part of the sealed archive", index)
         self._check_final(states, count, prev)
+        if self.options.stamps is not None:
+            self._check_stamps(states, self.options.stamps, self.report.final)
+        if self.options.witness is not None:
+            self._check_witness(states, self.options.witness)
         self._check_continuity(states)
         self._report_events(states)
 
@@ -566,7 +601,7 @@ class Verifier:
             report.add(ERROR, f"final_{error.code}", f"final record: {error}")
             return
         report.final = body
-        self.sealed_digests[layout.FINAL] = record_digest(body)
+
         if (final.room, final.session_id) != (report.room, report.session_id):
             report.add(ERROR, "final_foreign", "the final record belongs to another session")
             return
@@ -596,6 +631,37 @@ class Verifier:
             report.add(WARNING, "packets_lost",
                        f"{final.dropped_packets} packets never reached the archive "
                        "(sealed as archive_overflow events)")
+
+    def _check_witness(self, states: list[_SegmentState], heads: list[dict[str, Any]]) -> None:
+        assert self.manifest is not None
+        final = self.report.final
+        records = session_records(
+            self.manifest_body, self.manifest_digest,
+            [(state.index, state.body, state.digest) for state in states],
+            (final, record_digest(final)) if final is not None else None,
+        )
+        self.report.witness = check_witness(
+            records, heads, str(self.report.room), str(self.report.session_id),
+            lambda severity, code, message, segment: self.report.add(
+                severity, code, message, segment),
+        )
+
+    def _check_stamps(self, states: list[_SegmentState], options: StampOptions,
+                      final: dict[str, Any] | None) -> None:
+        assert self.manifest is not None
+        records = session_records(
+            self.manifest_body, self.manifest_digest,
+            [(state.index, state.body, state.digest) for state in states],
+            (final, record_digest(final)) if final is not None else None,
+        )
+        plan = self.manifest_body.get("timestamping")
+        self.report.timestamps = check_stamps(
+            records, self.reader.keys, self.reader.get, options,
+            lambda severity, code, message, segment: self.report.add(
+                severity, code, message, segment),
+            plan if isinstance(plan, dict) else None,
+            interrupted=final is None,
+        )
 
     def _events(self, states: list[_SegmentState]) -> Iterator[tuple[int, SealedEvent]]:
         for state in states:
@@ -762,6 +828,13 @@ class Verifier:
             report.add(INTERRUPTION, "no_final_record",
                        "the session has no final record; the segment is proven by its chain links")
         report.proof = proof
+        if self.options.stamps is not None:
+            # The segment's own token, and the final record's, which anchors it too.
+            final_body = None
+            if final_data is not None:
+                with contextlib.suppress(RecordError):
+                    final_body = open_record(final_data, self.verify_key)
+            self._check_stamps([state], self.options.stamps, final_body)
         if state.valid:
             report.segments_valid = 1
             report.valid_segments.append(target)
@@ -775,67 +848,6 @@ class Verifier:
             return open_typed(data, self.verify_key, SegmentRecord)[0].prev
         except RecordError:
             return None
-
-
-def _witness_heads(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    items = json.loads(text) if stripped.startswith("[") else [
-        json.loads(line) for line in text.splitlines() if line.strip()
-    ]
-    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
-        raise ValueError("expected webhook event bodies (objects)")
-    return items
-
-
-def check_witness(report: VerifyReport, sealed: dict[str, str], path: Path) -> None:
-    """Compare the session's records with the chain heads the witness stored as they were sealed.
-
-    A server that rewrites a sealed session later, even with its own signing key, changes record
-    digests the witness already holds; records the witness never saw are listed, not trusted.
-    """
-    try:
-        events = _witness_heads(path)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        report.cannot_check = True
-        report.add(ERROR, "witness_unreadable", f"{path}: {error}")
-        return
-    heads: dict[str, str] = {}
-    for event in events:
-        data = event.get("data")
-        if event.get("type") != "archive.chain_head" or not isinstance(data, dict):
-            continue
-        if event.get("room") != report.room or data.get("session") != report.session_id:
-            continue
-        record, digest = data.get("record"), data.get("digest")
-        if not isinstance(record, str) or not isinstance(digest, str):
-            report.add(ERROR, "witness_unreadable", f"{path}: a chain head without record/digest")
-            continue
-        previous = heads.setdefault(record, digest)
-        if previous != digest:
-            report.add(ERROR, "witness_conflict",
-                       f"the witness holds two different heads for {record}: the server sealed "
-                       "this record twice")
-    matched = 0
-    for record, digest in sorted(heads.items()):
-        ours = sealed.get(record)
-        if ours is None:
-            report.add(ERROR, "witnessed_record_missing",
-                       f"{record} was witnessed when it was sealed but is not in the archive "
-                       "(removed afterwards)")
-        elif ours != digest:
-            report.add(ERROR, "witness_mismatch",
-                       f"{record} differs from the head witnessed when it was sealed: the session "
-                       f"was rewritten afterwards (witnessed {digest[:16]}…, archive {ours[:16]}…)")
-        else:
-            matched += 1
-    unwitnessed = sorted(set(sealed) - set(heads))
-    if unwitnessed:
-        shown = ", ".join(unwitnessed[:5]) + (" …" if len(unwitnessed) > 5 else "")
-        report.add(WARNING, "not_witnessed",
-                   f"{len(unwitnessed)} record(s) have no witnessed head (witness unreachable "
-                   f"then, or the file is incomplete): {shown}")
-    report.witness = {"heads": len(heads), "matched": matched, "not_witnessed": len(unwitnessed)}
 
 
 def verify_session(
@@ -876,13 +888,16 @@ def open_data_key(storage: Storage, prefix: str, manifest: Manifest,
 
 CLIP_PROOF = "proof.json"
 CLIP_FILES = ("manifest.json", "record.json", "final.json", "segment.bin", "clip.webm", CLIP_PROOF)
+# Time-stamp tokens of manifest.json, record.json and final.json, when the session had them.
+CLIP_TOKENS = ("manifest.tst", "record.tst", "final.tst")
 
 
 def is_clip_package(path: Path) -> bool:
     return (path / CLIP_PROOF).is_file() and (path / "segment.bin").is_file()
 
 
-def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
+def verify_clip_package(path: Path, verify_key: VerifyKey,
+                        stamps: StampOptions | None = None) -> VerifyReport:
     report = VerifyReport(str(path))
     report.segments_total = 1
 
@@ -960,8 +975,39 @@ def verify_clip_package(path: Path, verify_key: VerifyKey) -> VerifyReport:
             clip = read("clip.webm")
             if clip is not None and clip != parsed.webm:
                 fail("clip_mismatch", "clip.webm is not the WebM sealed in segment.bin")
+    if stamps is not None:
+        # Tokens cover the stored bodies (already authenticated above).
+        def body(name: str) -> dict[str, Any] | None:
+            data = read(name)
+            return open_record(data, verify_key) if data is not None else None
+
+        manifest_body, record_body = body("manifest.json"), body("record.json")
+        assert manifest_body is not None and record_body is not None
+        _check_clip_stamps(report, read, stamps, manifest_body, record_body,
+                           body("final.json") if signed_final is not None else None, target)
     if not any(f.severity == ERROR for f in report.findings):
         report.segments_valid = 1
         report.valid_segments.append(target)
         report.last_sealed_media_time = record.media_end
     return report
+
+
+def _check_clip_stamps(report: VerifyReport, read: Callable[[str], bytes | None],
+                       stamps: StampOptions, manifest: dict[str, Any], record: dict[str, Any],
+                       final: dict[str, Any] | None, target: int) -> None:
+    records = session_records(manifest, record_digest(manifest),
+                              [(target, record, record_digest(record))],
+                              (final, record_digest(final)) if final is not None else None)
+    files = dict(zip((layout.MANIFEST, layout.record_name(target), layout.FINAL), CLIP_TOKENS,
+                     strict=True))
+    by_token = {token_name(name): file for name, file in files.items()}
+
+    def read_token(name: str) -> bytes | None:
+        file = by_token.get(name)
+        return read(file) if file is not None else None
+
+    report.timestamps = check_stamps(
+        records, list(by_token), read_token, stamps,
+        lambda severity, code, message, segment: report.add(severity, code, message, segment),
+        None, interrupted=final is None,
+    )

@@ -29,6 +29,8 @@ Lookup = Callable[[str], "ComplianceMonitor | dict[str, Any] | None"]
 Authorize = Callable[[web.Request, str], "Grant | Awaitable[Grant]"]
 # Raises NotFoundError (or its GoneError) unless the room is open.
 RequireRoom = Callable[[web.Request, str], object]
+# audit(room, identity, role, admin): the read goes into the recorded session's access log.
+Audit = Callable[[str, str, str, bool], Awaitable[None]]
 
 
 class ConsentBody(StrictModel):
@@ -71,7 +73,8 @@ async def _grant(authorize: Authorize, request: web.Request, room: str) -> Grant
 
 
 def compliance_routes(
-    lookup: Lookup, authorize: Authorize, require_room: RequireRoom = _no_rooms
+    lookup: Lookup, authorize: Authorize, require_room: RequireRoom = _no_rooms,
+    audit: Audit | None = None,
 ) -> list[web.RouteDef]:
     """`require_room(request, room)` raises unless the room is open: an open room without a
     compliance session answers 409 (its policy names no script), a closed one 410, others 404."""
@@ -92,6 +95,8 @@ def compliance_routes(
         if found is None:
             raise missing(request, room, "no compliance session (its policy names no script)")
         report = found.report() if isinstance(found, ComplianceMonitor) else found
+        if audit is not None:
+            await audit(room, grant.identity, grant.role.value, grant.admin)
         if _prefers_html(request):
             return web.Response(text=render_html(report), content_type="text/html")
         return web.json_response(report, dumps=lambda value: json.dumps(value, ensure_ascii=False))

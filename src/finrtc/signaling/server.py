@@ -168,7 +168,10 @@ def add_routes(app: web.Application, services: Services | None) -> None:
     whip.add_routes(app)
     room_api.add_routes(app)
     lookup = services.compliance_lookup if services is not None else _no_compliance
-    app.add_routes(compliance_routes(lookup, room_api.authorize_room_request, room_api.require_room))
+    audit = services.archive_access.report_read if services is not None and (
+        services.archive_access is not None) else None
+    app.add_routes(compliance_routes(lookup, room_api.authorize_room_request, room_api.require_room,
+                                     audit))
     if services is not None and services.identity is not None:
         identity = services.identity
 

@@ -266,7 +266,7 @@ class WebhookDispatcher:
                 resolve_endpoint_secret(endpoint, position, default_secret, base_dir),
                 config.queue_size,
             )
-            for position, endpoint in enumerate(config.all_endpoints())
+            for position, endpoint in enumerate(config.endpoints)
         ]
         self._session: aiohttp.ClientSession | None = None
         self._started = False

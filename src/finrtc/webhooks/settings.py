@@ -53,15 +53,8 @@ class WebhookEndpoint(StrictModel):
         return self
 
 
-WITNESS_EVENT = "archive.chain_head"
-
-
 class WebhooksConfig(StrictModel):
     endpoints: list[WebhookEndpoint] = Field(default_factory=list)
-    # The archive witness: a backend (the bank's own system) that stores every archive chain
-    # head as it is sealed, as a signed `archive.chain_head` webhook. `finrtc verify --witness`
-    # compares a session against what it stored. null: no witness.
-    witness: WebhookEndpoint | None = None
     # Events waiting per endpoint; past this new events are dropped (counted and logged).
     queue_size: int = Field(default=1000, ge=1)
     # Concurrent deliveries per endpoint; with more than one, events may arrive out of order
@@ -72,22 +65,9 @@ class WebhooksConfig(StrictModel):
     max_backoff_s: float = Field(default=30.0, gt=0)
     timeout_s: float = Field(default=5.0, gt=0)
 
-    def all_endpoints(self) -> list[WebhookEndpoint]:
-        """The endpoints plus the witness (last, named "witness" unless named)."""
-        if self.witness is None:
-            return list(self.endpoints)
-        witness = self.witness.model_copy(
-            update={"events": [WITNESS_EVENT], "name": self.witness.name or "witness"}
-        )
-        return [*self.endpoints, witness]
-
     @model_validator(mode="after")
     def _unique_names(self) -> WebhooksConfig:
-        if self.witness is not None and self.witness.events not in ([], [WITNESS_EVENT]):
-            raise ValueError(
-                f"webhooks.witness receives only {WITNESS_EVENT}: leave its events empty"
-            )
-        names = [e.name or f"endpoint{i}" for i, e in enumerate(self.all_endpoints())]
+        names = [e.name or f"endpoint{i}" for i, e in enumerate(self.endpoints)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             repeated = ", ".join(duplicates)
