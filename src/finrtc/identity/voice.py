@@ -424,6 +424,26 @@ class VoicedAudio:
         return normalise_volume(wav)
 
 
+def read_wav(data: bytes) -> NDArray[np.float32]:
+    """A 16-bit PCM WAV file (any rate, mono or stereo) as mono 16 kHz audio."""
+    import wave
+
+    from finrtc.errors import BadRequestError
+
+    try:
+        with wave.open(io.BytesIO(data)) as reader:
+            if reader.getsampwidth() != 2:
+                raise BadRequestError("the clip must be 16-bit PCM WAV")
+            channels, rate = reader.getnchannels(), reader.getframerate()
+            frames = reader.readframes(reader.getnframes())
+    except (wave.Error, EOFError) as error:
+        raise BadRequestError(f"the clip is not a readable WAV file: {error}") from None
+    if not 8000 <= rate <= 96000:
+        raise BadRequestError(f"the clip's sample rate {rate} Hz is not supported (8-96 kHz)")
+    samples = np.frombuffer(frames[: len(frames) - len(frames) % (2 * channels)], dtype="<i2")
+    return to_mono_16k(samples.reshape(-1, channels), rate)
+
+
 def normalise_volume(wav: NDArray[np.float32]) -> NDArray[np.float32]:
     if wav.size == 0:
         return wav
