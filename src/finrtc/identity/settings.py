@@ -33,7 +33,7 @@ class IdentityConfig(_Strict):
     # Loads the voice encoder too (17 MB, resemblyzer's weights) and adds the voiceprint route.
     voiceprints: bool = True
     # Voiceprints: seconds of voiced customer speech an enrolment / a verification embeds
-    # (each second costs ~60-90 ms of CPU once, when enough is collected).
+    # (each second of speech costs ~15 ms of CPU once, when enough is collected).
     voice_enrol_s: float = Field(default=8.0, ge=2.0, le=120.0)
     voice_verify_s: float = Field(default=5.0, ge=2.0, le=120.0)
     # Cosine similarity from which two voiceprints are the same speaker. flite's four voices:

@@ -3,7 +3,7 @@
 Threads: `VoiceHook.process_audio` runs on the audio track's media worker. It resamples the
 20 ms chunk and feeds an energy VAD (microseconds), and only while the call's voiceprint session
 asks for speech of that participant. Once enough voiced audio is collected, the embedding
-(~60-90 ms of CPU per second of speech) runs on the shared analysis thread, at most one per
+(~15 ms of CPU per second of speech) runs on the shared analysis thread, at most one per
 track in flight: audio arriving meanwhile is dropped and counted, never queued.
 
 Personal data: an embedding appears in no event or log. An enrolment is kept in memory for
