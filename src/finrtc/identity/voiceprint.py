@@ -127,6 +127,8 @@ class VoiceprintSession:
         self._auto_verify = auto_verify
         self._lock = threading.Lock()
         self._tasks: dict[str, _Task] = {}
+        # Participants whose enrolment was looked up (once: the lookup checks archive storage).
+        self._looked_up: set[str] = set()
         self.results: list[dict[str, Any]] = []
         # Set by the runtime: seals an enrolment in this call's archive (None: not recorded).
         self.enrol_sink: Enrol | None = None
@@ -168,7 +170,10 @@ class VoiceprintSession:
     def wants(self, participant: str, role: Role) -> _Task | None:
         with self._lock:
             task = self._tasks.get(participant)
-            if task is None and self._auto_verify and role is Role.CUSTOMER and not self.closed:
+            lookup = (task is None and self._auto_verify and role is Role.CUSTOMER and not self.closed
+                      and participant not in self._looked_up)
+            if lookup:
+                self._looked_up.add(participant)
                 enrolment = self.registry.find(customer=participant)
                 if enrolment is not None:
                     task = _Task("verify", self.config.voice_verify_s, enrolment=enrolment)
