@@ -10,6 +10,10 @@ hook with its background analysis thread; the head turns / blinks at a known med
 latency is the media time of the first frame whose sample shows it minus that time, plus the
 wall time until the decision event is published.
 
+Voice: flite's slt voice (one real speaker) saying two sentences; the numpy speaker encoder's
+CPU per second of speech, and the media worker's cost per second of 48 kHz audio (resampling
+and the energy VAD that collect the speech).
+
 Run: python -m benchmarks.identity_bench [--frames 40] [--repeat 5] [--out benchmarks/results]
 """
 
@@ -36,6 +40,7 @@ from finrtc.identity.models import FaceModels
 from finrtc.identity.service import IdentityHook, IdentitySession
 from finrtc.identity.settings import IdentityConfig
 from finrtc.identity.testing import base_head, eyes_closed, turned
+from finrtc.identity.voice import VoicedAudio, read_wav, shared_encoder, to_mono_16k, voiced
 from finrtc.model import MediaKind, Role, Severity, TrackInfo
 
 FPS = 30
@@ -112,6 +117,39 @@ def measure_costs(frames: int) -> dict[str, float]:
     }
 
 
+def flite_speech() -> np.ndarray:
+    import subprocess
+
+    text = ("Please confirm that you understand the risks of this investment product and agree to the "
+            "terms. My name is on the application form and I was born in the city where I still live.")
+    done = subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", "/dev/stdout"],
+                          capture_output=True, check=True, timeout=60)
+    return read_wav(done.stdout)
+
+
+def measure_voice(repeat: int) -> dict[str, float]:
+    """CPU seconds per second of audio: the embedding, and the media worker's collection."""
+    speech = voiced(flite_speech())
+    encoder = shared_encoder()
+    seconds = speech.size / 16000
+    encoder.embed_utterance(speech)  # warm-up
+    costs = []
+    for _ in range(repeat):
+        started = time.thread_time()
+        encoder.embed_utterance(speech)
+        costs.append((time.thread_time() - started) / seconds)
+    pcm = np.clip(np.repeat(speech, 3) * 32767, -32768, 32767).astype(np.int16)
+    stereo = np.repeat(pcm[:, None], 2, axis=1)
+    chunks = [stereo[i : i + 960] for i in range(0, stereo.shape[0] - 960, 960)]
+    collector = VoicedAudio(1000.0)
+    started = time.thread_time()
+    for chunk in chunks:
+        collector.feed(to_mono_16k(chunk, 48000))
+    collect = (time.thread_time() - started) / (len(chunks) * 0.02)
+    return {"voice_embedding_per_audio_s": statistics.median(costs),
+            "voice_collect_per_audio_s": collect, "voice_speech_s": seconds}
+
+
 def measure_latency(action: str) -> dict[str, float]:
     """One challenge with a single action performed 1 s after the first prompt."""
     config = IdentityConfig(enabled=True)
@@ -169,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     passes = [measure_costs(args.frames) for _ in range(args.repeat)]
     costs = {key: statistics.median(p[key] for p in passes) for key in passes[0]}
     encode = costs["vp8_encode_480p_s"]
+    voice = measure_voice(args.repeat)
     config = IdentityConfig()
     # CPU seconds per second of a 30 fps call, at the default sampling of each phase.
     challenge_load = config.challenge_fps * costs["tracked_detect_and_landmarks_s"]
@@ -203,6 +242,22 @@ def main(argv: list[str] | None = None) -> int:
             "face_match_deciding": round(match_load / codec_load, 3),
             "face_match_rechecking": round(recheck_load / codec_load, 3),
         },
+        "voice": {
+            "speech_s": round(voice["voice_speech_s"], 2),
+            "median_cpu_s_per_audio_s": {
+                "embedding": round(voice["voice_embedding_per_audio_s"], 4),
+                "media_worker_collect": round(voice["voice_collect_per_audio_s"], 5),
+            },
+            # One audio-second of embedding (resp. collection) in VP8 480p frame encodes.
+            "ratio_to_vp8_encode": {
+                "embedding_per_audio_s": round(voice["voice_embedding_per_audio_s"] / encode, 3),
+                "collect_per_audio_s": round(voice["voice_collect_per_audio_s"] / encode, 3),
+            },
+            # An enrolment (voice_enrol_s of speech) runs once, as does each verification.
+            "enrolment_cpu_s": round(config.voice_enrol_s * voice["voice_embedding_per_audio_s"], 3),
+            "verification_cpu_s": round(config.voice_verify_s * voice["voice_embedding_per_audio_s"], 3),
+            "collect_share_of_encode_cpu": round(voice["voice_collect_per_audio_s"] / codec_load, 4),
+        },
         "liveness_latency": {
             action: {
                 "runs": runs,
@@ -215,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"identity-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    summary = ("ratio_to_vp8_encode", "share_of_encode_cpu", "liveness_latency")
+    summary = ("ratio_to_vp8_encode", "share_of_encode_cpu", "voice", "liveness_latency")
     print(json.dumps({key: result[key] for key in summary}, indent=2))
     print(f"wrote {path}")
     return 0

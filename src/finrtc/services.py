@@ -315,7 +315,8 @@ class Services:
         required = room.policy.identity.require
         if monitor is not None and extension is not None and required:
             identity = self.identity.live[room.name]
-            checks = {"liveness": identity.liveness_passed, "face_match": identity.face_matched}
+            checks = {"liveness": identity.liveness_passed, "face_match": identity.face_matched,
+                      "voice_match": identity.voice_matched}
             for name in required:
                 monitor.add_requirement(f"identity.{name}", checks[name])
         return extension

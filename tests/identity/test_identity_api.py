@@ -25,5 +25,8 @@ def test_identity_routes_documented_exactly_when_enabled(tmp_path: Path, enabled
     validate(doc)
     assert_matches(app, doc)
     assert ("/v1/rooms/{room}/identity/reference" in doc["paths"]) is enabled
+    assert ("/v1/rooms/{room}/identity/voiceprint" in doc["paths"]) is enabled
     policy = doc["components"]["schemas"]["RoomPolicy"]["properties"]["identity"]
-    assert policy["properties"]["require"]["items"]["enum"] == ["liveness", "face_match"]
+    checks = ["liveness", "face_match", "voice_match"]
+    assert policy["properties"]["require"]["items"]["enum"] == checks
+    assert doc["components"]["schemas"]["IdentityReport"]["properties"]["required"]["items"]["enum"] == checks

@@ -233,6 +233,11 @@ class SessionRecorder:
         )
 
     @property
+    def archive_public_keys(self) -> list[PublicKey]:
+        """The keys the session's data key is sealed to (purge destroys those sealed copies)."""
+        return self._sealer.archive_public_keys
+
+    @property
     def seal_observer(self) -> SealObserver | None:
         """The one injection point that sees every signed record (timestamps, witness); set it
         before `start()`."""

@@ -8,6 +8,8 @@
   commercial use (see docs/identity.md).
 - Face embeddings: `dlib_face_recognition_resnet_model_v1.dat` (ResNet-29, 128-d, CC0) from the
   same package; two faces of one person are within 0.6 Euclidean distance on LFW (99.38 %).
+- Voiceprints: `resemblyzer/pretrained.pt` from resemblyzer 0.1.4 (Resemble AI, Apache-2.0), a
+  GE2E speaker encoder run in numpy by `voice.py` (the package is a data carrier only).
 
 Each file is hashed at load and refused unless it matches the pinned digest, so the evidence
 that names a digest names exactly the weights that produced a decision.
@@ -36,6 +38,10 @@ PINNED_SHA256 = {
         "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30"
     ),
 }
+
+# The voice encoder's weights (resemblyzer==0.1.4, installed with --no-deps: see voice.py).
+VOICE_MODEL_FILE = "resemblyzer/pretrained.pt"
+VOICE_MODEL_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
 
 Landmarks = NDArray[np.float32]  # (68, 2) pixel coordinates in the analysed picture
 

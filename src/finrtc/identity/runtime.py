@@ -17,6 +17,8 @@ from finrtc.identity.analysis import FaceAnalyzer
 from finrtc.identity.models import FaceModels
 from finrtc.identity.service import IdentityHookProvider, IdentitySession
 from finrtc.identity.settings import IdentityConfig
+from finrtc.identity.voice import VoiceEncoder, shared_encoder
+from finrtc.identity.voiceprint import VoiceHookProvider, VoiceprintRegistry, VoiceprintSession
 from finrtc.media.pipeline import TrackPipeline
 from finrtc.model import Severity
 from finrtc.session import CallSession, SessionExtension
@@ -61,7 +63,10 @@ class IdentityExtension:
         self._on_close = on_close
 
     def hook_providers(self) -> Sequence[HookProvider]:
-        return (IdentityHookProvider(self.session),)
+        video: HookProvider = IdentityHookProvider(self.session)
+        if self.session.voice is None:
+            return (video,)
+        return (video, VoiceHookProvider(self.session.voice))
 
     def on_track(self, pipeline: TrackPipeline) -> None:
         pass
@@ -71,6 +76,8 @@ class IdentityExtension:
 
     async def close(self, clean: bool) -> None:
         self.session.closed = True
+        if self.session.voice is not None:
+            self.session.voice.closed = True
         self._on_close()
 
 
@@ -82,6 +89,8 @@ class IdentityRuntime:
         self.models = FaceModels()
         # Warm the detector and predictor so the first sample's cost does not throttle sampling.
         FaceAnalyzer(self.models).analyze(np.zeros((120, 160), np.uint8), None)
+        self.voice_encoder: VoiceEncoder | None = shared_encoder() if config.voiceprints else None
+        self.voiceprints = VoiceprintRegistry(config.max_voiceprints)
         self.live: dict[str, IdentitySession] = {}
         self.finished: OrderedDict[str, IdentitySession] = OrderedDict()
         self.sessions_by_call: dict[str, CallSession] = {}
@@ -101,6 +110,11 @@ class IdentityRuntime:
             )
 
         identity = IdentitySession(room.name, self.config, self.models, publish, session.clock)
+        if self.voice_encoder is not None:
+            identity.voice = VoiceprintSession(
+                room.name, self.config, self.voice_encoder, self.voiceprints, publish,
+                auto_verify="voice_match" in room.policy.identity.require,
+            )
         self.live[room.name] = identity
         self.sessions_by_call[room.name] = session
 

@@ -34,6 +34,7 @@ from finrtc.identity.analysis import FaceAnalyzer, Observation, rgb_from_yuv420
 from finrtc.identity.liveness import Action, Challenge, random_actions
 from finrtc.identity.models import FaceModels, distance
 from finrtc.identity.settings import IdentityConfig
+from finrtc.identity.voiceprint import VoiceprintSession
 from finrtc.model import MediaKind, Role, Severity, TrackInfo
 
 ANALYSIS_SECONDS = Histogram(
@@ -88,6 +89,8 @@ class IdentitySession:
         self.reference_evidence: dict[str, Any] | None = None
         self.matches: dict[str, MatchState] = {}
         self.customers: set[str] = set()
+        # Voiceprint enrolment / verification of this call (None: voiceprints are disabled).
+        self.voice: VoiceprintSession | None = None
         self.closed = False
 
     # ---- event loop side ------------------------------------------------------------------
@@ -223,13 +226,21 @@ class IdentitySession:
         with self._lock:
             return any(state.decision == "match" for state in self.matches.values())
 
+    def voice_matched(self) -> bool:
+        return self.voice is not None and self.voice.voice_matched()
+
     def report(self, required: Sequence[str]) -> dict[str, Any]:
         passed, matched = self.liveness_passed(), self.face_matched()
+        voice = self.voice.report() if self.voice is not None else None
+        outcome = {"liveness": passed, "face_match": matched, "voice_match": self.voice_matched()}
+        models = dict(self.models.digests)
+        if self.voice is not None:
+            models.update(self.voice.digests)
         with self._lock:
             return {
                 "room": self.room,
                 "required": list(required),
-                "satisfied": all({"liveness": passed, "face_match": matched}[name] for name in required),
+                "satisfied": all(outcome[name] for name in required),
                 "liveness": {
                     "passed": passed,
                     "challenges": [c.to_json() for c in self.history],
@@ -239,7 +250,8 @@ class IdentitySession:
                     "matched": matched,
                     "results": {name: state.last for name, state in self.matches.items()},
                 },
-                "models": self.models.digests,
+                "voice_match": voice,
+                "models": models,
             }
 
 

@@ -253,9 +253,37 @@ def _schemas(config: FinrtcConfig) -> Json:
             "description": "Identity checks of the room's call: liveness challenges with per-action "
                            "timings and scores, face-match results, the SHA-256 of every model.",
             "properties": {"room": {"type": "string"}, "required": {"type": "array", "items": {
-                "type": "string", "enum": ["liveness", "face_match"]}}, "satisfied": {"type": "boolean"},
+                "type": "string", "enum": ["liveness", "face_match", "voice_match"]}},
+                "satisfied": {"type": "boolean"},
                 "liveness": {"type": "object"}, "face_match": {"type": "object"},
+                "voice_match": {"type": ["object", "null"]},
                 "models": {"type": "object", "additionalProperties": {"type": "string"}}},
+        },
+        "VoiceprintRequest": {
+            "type": "object", "required": ["action", "participant"], "additionalProperties": False,
+            "properties": {
+                "action": {"type": "string", "enum": ["enrol", "verify"]},
+                "participant": {"type": "string", "description": "Whose voice in the call."},
+                "customer": {"type": "string", "description": "verify: the identity whose enrolled "
+                             "voiceprint to compare with (default: the participant)."},
+                "enrolment": {"type": "string", "description": "verify: a given enrolment id."},
+            },
+        },
+        "VoiceprintState": {
+            "type": "object", "required": ["participant", "action", "state", "speech_needed_s"],
+            "description": "Collecting speech; the result arrives as an identity.voiceprint_enrolled "
+                           "or identity.voice_match room event.",
+            "properties": {"participant": {"type": "string"}, "action": {"type": "string"},
+                           "state": {"type": "string"}, "speech_needed_s": {"type": "number"},
+                           "enrolment": {"type": "string"}},
+        },
+        "VoiceprintEnrolment": {
+            "type": "object", "required": ["enrolment", "customer", "voiceprint", "ciphertext_sha256"],
+            "description": "Where the encrypted voiceprint is sealed (never the voiceprint itself).",
+            "properties": {"enrolment": {"type": "string"}, "customer": {"type": "string"},
+                           "voiceprint": {"type": "string"}, "ciphertext_sha256": {"type": "string"},
+                           "speech_s": {"type": "number"}, "enrolled_by": {"type": "string"},
+                           "models": {"type": "object", "additionalProperties": {"type": "string"}}},
         },
         "LivenessRequest": {
             "type": "object", "required": ["participant"], "additionalProperties": False,
@@ -538,6 +566,8 @@ def _paths(config: FinrtcConfig) -> Json:
     }
     if config.identity.enabled:
         paths.update(_identity_paths(auth_errors))
+        if config.identity.voiceprints:
+            paths.update(_voiceprint_paths(auth_errors))
     if config.server.demo_page:
         operations = {"/": "demo_page", "/demo.js": "demo_script", "/demo-i18n.js": "demo_translations"}
         for path, media in (
@@ -620,6 +650,36 @@ def _identity_paths(auth_errors: Json) -> Json:
                 "409": no_call,
                 "413": _error("The portrait is larger than identity.max_reference_bytes."),
                 "415": _error("The body is not a JPEG or PNG image."),
+            },
+        }},
+    }
+
+
+def _voiceprint_paths(auth_errors: Json) -> Json:
+    return {
+        "/v1/rooms/{room}/identity/voiceprint": {"parameters": [ROOM_PARAM], "post": {
+            "tags": ["Identity"], "operationId": "voiceprint",
+            "security": [*ADMIN_SECURITY, *PARTICIPANT_SECURITY],
+            "summary": "Enrol a customer's voiceprint from the call or an uploaded WAV clip, or verify "
+                       "the call's voice against an enrolled one (agents, admins); the voiceprint is "
+                       "stored only encrypted in the call's archive",
+            "parameters": [{"name": "participant", "in": "query", "required": False,
+                            "schema": {"type": "string"},
+                            "description": "With an audio/wav body: the customer the clip is of."}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("VoiceprintRequest")},
+                "audio/wav": {"schema": {"type": "string", "format": "binary"}}}},
+            "responses": {
+                "201": _json("The clip's voiceprint is sealed and enrolled.", _ref("VoiceprintEnrolment")),
+                "202": _json("Collecting the participant's speech.", _ref("VoiceprintState")),
+                "400": _error("A malformed request, an unreadable WAV clip or too little speech in it."),
+                **auth_errors,
+                "404": _error("No voiceprint is enrolled for that customer or enrolment (or its call's "
+                              "archive was purged)."),
+                "409": _error("The room has no live call, is not recorded, or a voiceprint check of "
+                              "the participant is already running."),
+                "413": _error("The clip is larger than identity.max_voice_clip_bytes."),
+                "415": _error("The body is neither JSON nor a WAV file."),
             },
         }},
     }
