@@ -159,7 +159,13 @@ class PeerConnection:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise BadRequestError(f"the SDP offer could not be parsed: {error}") from None
         except Exception as error:  # aiortc raises bare exceptions for unsupported offers
-            raise BadRequestError(f"the SDP offer cannot be accepted: {error}") from None
+            hint = ""
+            if "description send parameters" in str(error):
+                hint = (
+                    " (no codec in common: the server takes VP8 or H.264 with packetization-mode=1, "
+                    "and Opus; an H.264 fmtp without packetization-mode means mode 0)"
+                )
+            raise BadRequestError(f"the SDP offer cannot be accepted: {error}{hint}") from None
 
     async def _answer(self) -> str:
         try:
