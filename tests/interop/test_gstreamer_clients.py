@@ -112,6 +112,10 @@ async def test_a_webrtcbin_publisher_reaches_a_viewer_with_the_watermark(
     assert failure is None, f"{failure}\n--- {encoder} publisher output ---\n{output}"
     events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert {"event": "connection", "state": "connected"} in events, output
+    answered = next(e for e in events if e["event"] == "answered")
+    if encoder == "x264enc":
+        # What x264enc (and OBS) offer: High profile, which aiortc alone had no codec for.
+        assert any("profile-level-id=64" in line for line in answered["offer_fmtp"]), answered
 
 
 async def test_a_webrtcbin_whep_viewer_plays_a_room(tmp_path: Path, http, loopback_shim: Path) -> None:

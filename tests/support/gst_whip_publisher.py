@@ -22,7 +22,9 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 ENCODERS = {
     "vp8enc": "vp8enc deadline=1 keyframe-max-dist=30 ! rtpvp8pay pt=96 ! "
     "application/x-rtp,media=video,encoding-name=VP8,payload=96",
-    "x264enc": "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=30 bitrate=800 "
+    # veryfast, not ultrafast: ultrafast drops CABAC and 8x8 transforms and x264 then writes a
+    # Constrained Baseline stream whatever the caps say; this one is really High (64001e).
+    "x264enc": "x264enc tune=zerolatency speed-preset=veryfast key-int-max=30 bitrate=800 "
     "! video/x-h264,profile=high ! rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency "
     "! application/x-rtp,media=video,encoding-name=H264,payload=102",
     # Without packetization-mode in the caps webrtcbin may offer no fmtp at all, which means
@@ -58,7 +60,10 @@ def main(url: str, token: str, seconds: float, encoder: str) -> int:
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
                 answer = response.read().decode()
-                report(event="answered", status=response.status, location=response.headers["Location"])
+                report(
+                    event="answered", status=response.status, location=response.headers["Location"],
+                    offer_fmtp=[line for line in offer.splitlines() if line.startswith("a=fmtp:")],
+                )
         except Exception as error:  # the test reads the reason from this line
             body = error.read().decode(errors="replace") if hasattr(error, "read") else ""
             report(event="post_failed", error=repr(error), body=body, offer=offer)
