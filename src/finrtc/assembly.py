@@ -26,7 +26,7 @@ from finrtc import metrics
 from finrtc.config import LoadedConfig
 from finrtc.hooks.chain import HookProvider
 from finrtc.hooks.loader import load_hooks
-from finrtc.media.aiortc_patches import accept_rsa_dtls_peers, pin_host_addresses
+from finrtc.media.aiortc_patches import accept_rsa_dtls_peers, add_h264_profiles, pin_host_addresses
 from finrtc.room import RoomManager
 from finrtc.services import Services
 from finrtc.session import ExtensionFactory
@@ -58,6 +58,7 @@ def build_app(
     )
     pin_host_addresses(config.media.bind_addresses)
     accept_rsa_dtls_peers()
+    add_h264_profiles()
     quiet_malformed_request_logs()
     # Built now so a bad webhook secret reference fails at start-up, naming its key.
     webhooks = WebhookDispatcher.from_loaded(loaded)

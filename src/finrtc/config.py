@@ -75,6 +75,13 @@ class IceServerConfig(StrictModel):
         return urls
 
 
+ViewerCodec = Literal["vp8", "h264"]
+
+
+def _default_viewer_codecs() -> list[ViewerCodec]:
+    return ["vp8", "h264"]
+
+
 class VideoEncodingConfig(StrictModel):
     bitrate_bps: int = Field(default=800_000, ge=50_000, le=20_000_000)
     # Extra keyframes (subscriber PLI, joins) are rate-limited to this interval.
@@ -86,6 +93,17 @@ class VideoEncodingConfig(StrictModel):
     # lets libvpx adapt, and it then spends the whole frame budget: at 640x480 -8 encoded in
     # 2.1 ms what 8 took 3.7 ms for, at the same PSNR and bitrate.
     cpu_used: int = Field(default=-8, ge=-16, le=16)
+    # Codecs a viewer may receive, most preferred first, for a viewer that offers several. Each
+    # published track has at most one shared encoder per codec here, created when its first
+    # viewer of that codec subscribes. Publishers may send VP8 or H.264 whatever this says.
+    viewer_codecs: list[ViewerCodec] = Field(default_factory=_default_viewer_codecs, min_length=1)
+
+    @field_validator("viewer_codecs")
+    @classmethod
+    def _unique_codecs(cls, codecs: list[ViewerCodec]) -> list[ViewerCodec]:
+        if len(set(codecs)) != len(codecs):
+            raise ValueError(f"viewer_codecs lists a codec twice: {codecs}")
+        return codecs
 
 
 class AudioEncodingConfig(StrictModel):

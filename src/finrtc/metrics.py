@@ -58,7 +58,10 @@ ENCODE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 ENCODERS = Gauge(
-    "finrtc_encoders", "Live shared encoders (one per published track).", ["kind"], registry=REGISTRY
+    "finrtc_encoders",
+    "Live shared encoders (at most one per output codec of a published track, never per viewer).",
+    ["kind", "codec"],
+    registry=REGISTRY,
 )
 HOOK_SECONDS = Histogram(
     "finrtc_hook_seconds",

@@ -56,7 +56,7 @@ def _start_gstreamer_client(shim: Path, script: str, *args: str) -> subprocess.P
     )
 
 
-@pytest.mark.parametrize("encoder", ["vp8enc"])
+@pytest.mark.parametrize("encoder", ["vp8enc", "x264enc", "openh264enc"])
 async def test_a_webrtcbin_publisher_reaches_a_viewer_with_the_watermark(
     tmp_path: Path, http, loopback_shim: Path, encoder: str
 ) -> None:
@@ -91,19 +91,31 @@ async def test_a_webrtcbin_publisher_reaches_a_viewer_with_the_watermark(
                     lumas.append(frame_luma(record.frames[-1]))
         assert len(lumas) >= 30, f"the viewer decoded {len(lumas)} frames from the GStreamer publisher"
         room = rooms.get("gst")
+        published = [e.data["codec"].lower() for e in room.events.history() if e.type == "track_published"]
+        assert published == ["video/vp8" if encoder == "vp8enc" else "video/h264"], published
         assigned = [e for e in room.events.history() if e.type == "watermark_assigned"]
         assert assigned
         result = extract(lumas[-60:], key=KEY.encode())
         assert result is not None, "no watermark recovered from the forwarded GStreamer video"
         assert result.id == assigned[-1].data["id"] or result.id_hex == assigned[-1].data["id"]
+    except AssertionError as error:
+        failure: AssertionError | None = error
+    else:
+        failure = None
     finally:
         if viewer is not None:
             await client.close(viewer)
         publisher.terminate()
         output, _ = publisher.communicate(timeout=20)
         await server.runner.cleanup()
+    # The client's own log says why when the server never saw it publish.
+    assert failure is None, f"{failure}\n--- {encoder} publisher output ---\n{output}"
     events = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert {"event": "connection", "state": "connected"} in events, output
+    answered = next(e for e in events if e["event"] == "answered")
+    if encoder == "x264enc":
+        # What x264enc (and OBS) offer: High profile, which aiortc alone had no codec for.
+        assert any("profile-level-id=64" in line for line in answered["offer_fmtp"]), answered
 
 
 async def test_a_webrtcbin_whep_viewer_plays_a_room(tmp_path: Path, http, loopback_shim: Path) -> None:

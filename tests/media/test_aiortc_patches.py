@@ -15,6 +15,8 @@ from typing import Any
 
 import aioice.ice
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, rtcpeerconnection
+from aiortc import codecs as aiortc_codecs
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
 from aiortc.rtcicetransport import RTCIceGatherer, RTCIceTransport
 from aiortc.rtcrtpreceiver import RemoteStreamTrack, RTCRtpReceiver
@@ -26,6 +28,8 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from finrtc.media import aiortc_patches
+from tests.support.media import PatternVideoTrack
+from tests.support.webrtc_client import prefer_video_codec
 
 
 def _dtls_transport() -> RTCDtlsTransport:
@@ -164,3 +168,58 @@ def test_a_peer_with_an_rsa_certificate_completes_the_dtls_handshake() -> None:
         assert _handshake(theirs, ours).startswith("ECDHE-ECDSA-")
     finally:
         RTCCertificate._create_ssl_context = before  # type: ignore[method-assign]
+
+
+async def _offer_to_answerer(profile_level_id: str | None) -> tuple[Any, Any]:
+    offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    transceiver = offerer.addTransceiver(PatternVideoTrack(), direction="sendonly")
+    if profile_level_id is not None:
+        prefer_video_codec(transceiver, "video/H264", profile_level_id)
+    await offerer.setLocalDescription(await offerer.createOffer())
+    answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    await answerer.setRemoteDescription(offerer.localDescription)
+    return offerer, answerer
+
+
+async def test_h264_main_and_high_offers_find_a_common_codec() -> None:
+    # The table the negotiation reads is the one the patch extends.
+    assert rtcpeerconnection.CODECS is aiortc_codecs.CODECS
+    aiortc_patches.add_h264_profiles()
+    size = len(aiortc_codecs.CODECS["video"])
+    aiortc_patches.add_h264_profiles()
+    assert len(aiortc_codecs.CODECS["video"]) == size  # idempotent
+    payload_types = [c.payloadType for c in aiortc_codecs.CODECS["video"]]
+    assert len(set(payload_types)) == len(payload_types)
+    for profile in aiortc_patches.EXTRA_H264_PROFILES:
+        offerer, answerer = await _offer_to_answerer(profile)
+        try:
+            transceiver = answerer.getTransceivers()[0]
+            negotiated = aiortc_patches.negotiated_codecs(transceiver)
+            assert negotiated[0].mimeType == "video/H264"
+            assert negotiated[0].parameters["profile-level-id"] == profile
+        finally:
+            await offerer.close()
+            await answerer.close()
+
+
+async def test_the_answer_carries_only_the_chosen_codec() -> None:
+    # createAnswer lists exactly the transceiver's negotiated codecs.
+    assert "fmt=[c.payloadType for c in transceiver._codecs]" in inspect.getsource(rtcpeerconnection)
+    offerer, answerer = await _offer_to_answerer(None)
+    try:
+        transceiver = answerer.getTransceivers()[0]
+        negotiated = aiortc_patches.negotiated_codecs(transceiver)
+        names = [c.mimeType for c in negotiated]
+        assert "video/VP8" in names and "video/H264" in names  # aiortc would answer with all
+        h264 = next(c for c in negotiated if c.mimeType == "video/H264")
+        aiortc_patches.answer_with_codec(transceiver, h264)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        sdp = answerer.localDescription.sdp
+        m_line = next(line for line in sdp.splitlines() if line.startswith("m=video"))
+        payload_types = m_line.split()[3:]
+        rtx = [c.payloadType for c in negotiated if c.parameters.get("apt") == h264.payloadType]
+        assert payload_types == [str(h264.payloadType), *map(str, rtx)]
+        assert "VP8" not in answerer.localDescription.sdp
+    finally:
+        await offerer.close()
+        await answerer.close()

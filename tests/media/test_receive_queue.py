@@ -17,17 +17,23 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import decoder_worker
 
 from finrtc.media import receive_queue
-from finrtc.media.encoder import VideoEncoder
+from finrtc.media.encoder import H264Encoder, VideoEncoder
 from finrtc.media.receive_queue import EncodedFrameQueue, LatestFramesQueue
 from tests.support.media import PatternVideoTrack
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+H264 = RTCRtpCodecParameters(
+    mimeType="video/H264", clockRate=90000, payloadType=102,
+    parameters={"packetization-mode": "1", "profile-level-id": "42e01f"},
+)
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
 
 
-def vp8_frames(count: int, keyframes: frozenset[int] = frozenset({0})) -> list[JitterFrame]:
+def vp8_frames(
+    count: int, keyframes: frozenset[int] = frozenset({0}), encoder_type: type[VideoEncoder] = VideoEncoder
+) -> list[JitterFrame]:
     source = PatternVideoTrack()
-    encoder = VideoEncoder(800_000, 8, 1)
+    encoder = encoder_type(800_000, 8, 1)
     packets = [
         bytes(p)
         for i in range(count)
@@ -205,3 +211,34 @@ async def test_audio_keeps_the_newest_frames_and_tags_each_with_its_payload() ->
 def test_backlog_must_be_positive() -> None:
     with pytest.raises(ValueError, match="backlog"):
         EncodedFrameQueue("video", backlog=0)
+
+
+async def test_a_starved_h264_decoder_skips_to_the_newest_idr() -> None:
+    # The same shedding as VP8, with H.264's keyframe test (an IDR NAL unit in the access unit).
+    frames = vp8_frames(20, keyframes=frozenset({12}), encoder_type=H264Encoder)
+    assert [receive_queue.is_keyframe((H264, f)) for f in frames].count(True) == 2
+    encoded = EncodedFrameQueue("video", threading.Event(), backlog=6)
+    for frame in frames:
+        encoded.put((H264, frame))
+    encoded.put(None)
+    decoded = LatestFramesQueue(1000)
+    decode_error = threading.Event()
+    finished(start_decoder(encoded, decoded, decode_error))
+    assert [frame.pts for frame in decoded_frames(decoded)] == [i * 3000 for i in range(12, 20)]
+    assert encoded.dropped == 12 and not decode_error.is_set()
+
+
+async def test_an_empty_frame_never_reaches_the_decoder() -> None:
+    # Padding-only packets make an empty "frame"; PyAV would take it for end of stream and the
+    # decoder would fail every later frame with EOF (seen with Chromium publishing H.264).
+    frames = vp8_frames(10, encoder_type=H264Encoder)
+    encoded = EncodedFrameQueue("video", threading.Event(), backlog=100)
+    for index, frame in enumerate(frames):
+        encoded.put((H264, frame))
+        if index == 3:
+            encoded.put((H264, JitterFrame(b"", frame.timestamp)))
+    encoded.put(None)
+    decoded = LatestFramesQueue(1000)
+    decode_error = threading.Event()
+    finished(start_decoder(encoded, decoded, decode_error))
+    assert len(decoded_frames(decoded)) == 10 and not decode_error.is_set()

@@ -16,9 +16,23 @@ gi.require_version("GstSdp", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 
+# Encoder element -> the rest of the video branch up to webrtcbin. The H.264 ones are the two
+# encoders GStreamer WHIP publishers use (OBS-like High profile from x264, Constrained Baseline
+# from Cisco's openh264); config-interval=-1 repeats SPS/PPS with every IDR as WebRTC expects.
 ENCODERS = {
     "vp8enc": "vp8enc deadline=1 keyframe-max-dist=30 ! rtpvp8pay pt=96 ! "
     "application/x-rtp,media=video,encoding-name=VP8,payload=96",
+    # veryfast, not ultrafast: ultrafast drops CABAC and 8x8 transforms and x264 then writes a
+    # Constrained Baseline stream whatever the caps say; this one is really High (64001e).
+    "x264enc": "x264enc tune=zerolatency speed-preset=veryfast key-int-max=30 bitrate=800 "
+    "! video/x-h264,profile=high ! rtph264pay pt=102 config-interval=-1 aggregate-mode=zero-latency "
+    "! application/x-rtp,media=video,encoding-name=H264,payload=102",
+    # Without packetization-mode in the caps webrtcbin may offer no fmtp at all, which means
+    # mode 0 (RFC 6184), and the server accepts mode 1 only.
+    "openh264enc": "openh264enc complexity=low bitrate=800000 gop-size=30 "
+    "! video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 config-interval=-1 "
+    "aggregate-mode=zero-latency ! application/x-rtp,media=video,encoding-name=H264,payload=102,"
+    "packetization-mode=(string)1,profile-level-id=(string)42e01f",
 }
 
 
@@ -46,9 +60,13 @@ def main(url: str, token: str, seconds: float, encoder: str) -> int:
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
                 answer = response.read().decode()
-                report(event="answered", status=response.status, location=response.headers["Location"])
+                report(
+                    event="answered", status=response.status, location=response.headers["Location"],
+                    offer_fmtp=[line for line in offer.splitlines() if line.startswith("a=fmtp:")],
+                )
         except Exception as error:  # the test reads the reason from this line
-            report(event="post_failed", error=repr(error))
+            body = error.read().decode(errors="replace") if hasattr(error, "read") else ""
+            report(event="post_failed", error=repr(error), body=body, offer=offer)
             failed.append(error)
             loop.quit()
             return False

@@ -7,7 +7,13 @@ import contextlib
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 
@@ -29,6 +35,22 @@ class Session:
     token: str
     received: dict[str, ReceivedTrack] = field(default_factory=dict)
     tasks: list[asyncio.Task] = field(default_factory=list)
+
+
+def prefer_video_codec(
+    transceiver: RTCRtpTransceiver, mime_type: str, profile_level_id: str | None = None
+) -> None:
+    """Offer only `mime_type` for this video transceiver (what a browser app does with
+    setCodecPreferences); for H.264 optionally only one profile-level-id."""
+    capabilities = RTCRtpSender.getCapabilities(transceiver.kind)  # the table setCodecPreferences checks
+    chosen = [
+        codec
+        for codec in capabilities.codecs
+        if codec.mimeType.lower() == mime_type.lower()
+        and (profile_level_id is None or codec.parameters.get("profile-level-id") == profile_level_id)
+    ]
+    assert chosen, f"aiortc has no {mime_type} {profile_level_id or ''} capability"
+    transceiver.setCodecPreferences(chosen)
 
 
 async def _gathered(pc: RTCPeerConnection) -> None:
@@ -55,12 +77,35 @@ async def _post_offer(http: aiohttp.ClientSession, url: str, token: str, pc: RTC
     return location
 
 
+def negotiated_video_codec(session: Session) -> str:
+    """The video codec of the server's answer (the first, and with finrtc the only, one)."""
+    description = session.pc.remoteDescription
+    assert description is not None
+    lines = description.sdp.splitlines()
+    in_video = False
+    for line in lines:
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+            payload_types = line.split()[3:]
+        elif in_video and line.startswith(f"a=rtpmap:{payload_types[0]} "):
+            return line.split()[1].split("/")[0]
+    raise AssertionError("the answer has no video section")
+
+
 async def publish(
-    http: aiohttp.ClientSession, base: str, room: str, token: str, tracks: list[MediaStreamTrack]
+    http: aiohttp.ClientSession,
+    base: str,
+    room: str,
+    token: str,
+    tracks: list[MediaStreamTrack],
+    video_codec: str | None = None,
+    profile_level_id: str | None = None,
 ) -> Session:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     for track in tracks:
-        pc.addTransceiver(track, direction="sendonly")
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+        if video_codec is not None and track.kind == "video":
+            prefer_video_codec(transceiver, video_codec, profile_level_id)
     try:
         location = await _post_offer(http, f"{base}/whip/{room}", token, pc)
     except BaseException:
@@ -94,6 +139,7 @@ async def play(
     query: str = "",
     kinds: tuple[str, ...] = ("video", "audio"),
     consume: bool = True,
+    video_codec: str | None = None,
 ) -> Session:
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     session = Session(pc, "", token)
@@ -106,7 +152,9 @@ async def play(
             session.tasks.append(asyncio.ensure_future(_consume(track, record)))
 
     for kind in kinds:
-        pc.addTransceiver(kind, direction="recvonly")
+        transceiver = pc.addTransceiver(kind, direction="recvonly")
+        if video_codec is not None and kind == "video":
+            prefer_video_codec(transceiver, video_codec)
     try:
         session.location = await _post_offer(http, f"{base}/whep/{room}{query}", token, pc)
     except BaseException:

@@ -22,6 +22,7 @@ def test_defaults_are_loopback_and_no_ice_servers() -> None:
     assert config.server.port == 8080
     assert config.media.bind_addresses == ["127.0.0.1"]
     assert config.media.ice_servers == []
+    assert config.media.video.viewer_codecs == ["vp8", "h264"]
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,9 @@ def test_defaults_are_loopback_and_no_ice_servers() -> None:
         ("archive: {segment_seconds: 0}", "archive.segment_seconds"),
         ("- just\n- a list", "top level must be a mapping"),
         ("server: {port: 80", "not valid YAML at line"),
+        ("media: {video: {viewer_codecs: [vp9]}}", "media.video.viewer_codecs[0]"),
+        ("media: {video: {viewer_codecs: [vp8, vp8]}}", "viewer_codecs lists a codec twice"),
+        ("media: {video: {viewer_codecs: []}}", "media.video.viewer_codecs"),
     ],
 )
 def test_errors_name_the_key_path(tmp_path: Path, text: str, fragment: str, monkeypatch) -> None:

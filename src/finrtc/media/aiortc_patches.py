@@ -17,10 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
+from aiortc import codecs as aiortc_codecs
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCCertificate
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from finrtc.errors import FinrtcError
 from finrtc.tasks import spawn
@@ -36,6 +39,8 @@ PATCHES = (
     "route_keyframe_requests: RTCRtpSender._send_keyframe",
     "pin_host_addresses: aioice.ice.get_host_addresses",
     "accept_rsa_dtls_peers: RTCCertificate._create_ssl_context",
+    "add_h264_profiles: aiortc.codecs.CODECS",
+    "negotiated_codecs / answer_with_codec: RTCRtpTransceiver._codecs",
 )
 
 
@@ -192,3 +197,74 @@ def _ssl_context_for_rsa_and_ecdsa_peers(self: RTCCertificate, srtp_profiles: An
 def accept_rsa_dtls_peers() -> None:
     """Offer ECDHE-RSA suites beside aiortc's ECDHE-ECDSA ones, process-wide (idempotent)."""
     RTCCertificate._create_ssl_context = _ssl_context_for_rsa_and_ecdsa_peers  # type: ignore[method-assign]
+
+
+# --- codec negotiation per peer (finrtc.media.peer) ------------------------------------------
+
+# aiortc offers and accepts H.264 only as (Constrained) Baseline, and matches profiles exactly:
+# an offer of Main or High alone (x264enc's default, OBS, most hardware encoders) had no common
+# codec. PyAV's decoder decodes all of them, so the receive side accepts these too; what the
+# server *sends* stays Constrained Baseline (finrtc.media.encoder.H264Encoder), chosen per viewer.
+EXTRA_H264_PROFILES = ("4d001f", "640c1f", "64001f")
+
+
+def _next_free_payload_types(used: set[int], count: int) -> list[int]:
+    free = [pt for pt in range(96, 128) if pt not in used]
+    if len(free) < count:
+        raise UnsupportedLibraryVersionError("aiortc's video codec table leaves no free payload type")
+    return free[:count]
+
+
+def add_h264_profiles() -> None:
+    """Extend aiortc's process-wide video codec table with H.264 Main, Constrained High and High
+    (packetization-mode 1, each with RTX), after aiortc's own entries (idempotent)."""
+    table: list[RTCRtpCodecParameters] = aiortc_codecs.CODECS["video"]
+    present = {str(c.parameters.get("profile-level-id", "")).lower() for c in table}
+    for profile in EXTRA_H264_PROFILES:
+        if profile in present:
+            continue
+        used = {c.payloadType for c in table if c.payloadType is not None}
+        payload_type, rtx_type = _next_free_payload_types(used, 2)
+        table.append(
+            RTCRtpCodecParameters(
+                mimeType="video/H264",
+                clockRate=90_000,
+                payloadType=payload_type,
+                rtcpFeedback=[
+                    RTCRtcpFeedback(type="nack"),
+                    RTCRtcpFeedback(type="nack", parameter="pli"),
+                    RTCRtcpFeedback(type="goog-remb"),
+                ],
+                parameters={
+                    "level-asymmetry-allowed": "1",
+                    "packetization-mode": "1",
+                    "profile-level-id": profile,
+                },
+            )
+        )
+        table.append(
+            RTCRtpCodecParameters(
+                mimeType="video/rtx", clockRate=90_000, payloadType=rtx_type, parameters={"apt": payload_type}
+            )
+        )
+
+
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs both sides support for this transceiver after setRemoteDescription, in the
+    offer's order (RTX included). aiortc keeps them in a private list and answers with all."""
+    return list(getattr(transceiver, "_codecs", []))
+
+
+def answer_with_codec(transceiver: RTCRtpTransceiver, codec: RTCRtpCodecParameters) -> None:
+    """Answer with `codec` (and its RTX) only; call between setRemoteDescription and createAnswer.
+
+    aiortc's setCodecPreferences only filters *offers* and the remote description applied after
+    it, and the transceiver of an incoming offer is created by setRemoteDescription itself: for an
+    answer there is no public way to choose. One codec per section also makes the codec a peer
+    sends (publisher) or receives (viewer) unambiguous."""
+    rtx = [
+        c
+        for c in negotiated_codecs(transceiver)
+        if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == codec.payloadType
+    ]
+    transceiver._codecs = [codec, *rtx]

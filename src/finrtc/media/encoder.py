@@ -1,4 +1,5 @@
-"""The shared encoders: one per published track, whatever the number of subscribers.
+"""The shared encoders: one per output codec of a published track, whatever the number of
+subscribers (VP8 and, when a viewer needs it, H.264 for video; Opus for audio).
 
 Each returns `av.Packet`s ready for aiortc's packetizer (pts and time_base set) plus the
 metadata the archive and post-encode hooks need.
@@ -25,7 +26,11 @@ AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
 
 
 class VideoEncoder:
-    """VP8 realtime encoder. Rebuilt when the input resolution changes."""
+    """A realtime video encoder (VP8 here; H264Encoder below). Rebuilt when the input resolution
+    changes. Keyframes are forced by the pipeline on a time schedule (segment length) and on
+    demand, never by the encoder's own GOP logic."""
+
+    codec_name = "vp8"
 
     def __init__(self, bitrate_bps: int, cpu_used: int, threads: int) -> None:
         self.bitrate_bps = bitrate_bps
@@ -35,7 +40,7 @@ class VideoEncoder:
         self.width = 0
         self.height = 0
 
-    def _open(self, width: int, height: int) -> av.VideoCodecContext:
+    def _create(self, width: int, height: int) -> av.VideoCodecContext:
         codec = av.CodecContext.create("libvpx", "w")
         codec.width = width
         codec.height = height
@@ -60,6 +65,10 @@ class VideoEncoder:
             "static-thresh": "1",
             "noise-sensitivity": "0",
         }
+        return codec
+
+    def _open(self, width: int, height: int) -> av.VideoCodecContext:
+        codec = self._create(width, height)
         codec.open()
         self.width, self.height = width, height
         return codec
@@ -77,6 +86,63 @@ class VideoEncoder:
         for packet in packets:
             packet.time_base = VIDEO_TIME_BASE
         return packets
+
+
+H264_NOMINAL_FPS = 30
+
+
+class H264Encoder(VideoEncoder):
+    """H.264 for viewers that only decode H.264, Constrained Baseline (profile-level-id 42e01f
+    family: what every WebRTC H.264 decoder must accept) with x264's zero-latency tuning: no
+    B-frames and no look-ahead, so each frame's packet leaves with that frame and pts == dts.
+    Without a global header x264 repeats SPS/PPS before every IDR, so a viewer can start at any
+    keyframe (aiortc's packetizer sends them in a STAP-A with the IDR slice)."""
+
+    codec_name = "h264"
+
+    def _create(self, width: int, height: int) -> av.VideoCodecContext:
+        codec = av.CodecContext.create("libx264", "w")
+        codec.width = width
+        codec.height = height
+        codec.pix_fmt = "yuv420p"
+        codec.time_base = VIDEO_TIME_BASE
+        # x264's rate control budgets bits per frame from the nominal rate; left unset it takes
+        # the 90 kHz time base for a frame rate and starves every frame (7 kbit/s, a grey picture).
+        codec.framerate = fractions.Fraction(H264_NOMINAL_FPS, 1)
+        codec.bit_rate = self.bitrate_bps
+        codec.gop_size = 100_000
+        codec.thread_count = self.threads
+        codec.profile = "Baseline"
+        codec.options = {
+            # ultrafast: a 640x480 frame in a few ms on one core; the shared encoder runs once
+            # per track, so its cost does not grow with viewers.
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            # A forced keyframe (a viewer's PLI, a segment boundary) must be an IDR, not an
+            # open-GOP I frame a joining decoder cannot start from.
+            "forced-idr": "1",
+            "bufsize": str(self.bitrate_bps),
+            "maxrate": str(self.bitrate_bps),
+            # Keyframes come from the pipeline only (x264's scene cuts would add unplanned ones).
+            "x264-params": "scenecut=0:keyint=infinite:repeat-headers=1",
+            "level": h264_level(width, height),
+        }
+        return codec
+
+
+def h264_level(width: int, height: int) -> str:
+    """The smallest usual level for the frame size at 30 fps. x264 alone picks one from limits
+    it cannot know (it said 6.2 for 640x480 with an infinite GOP); 3.1 is what the answer's
+    profile-level-id (42e01f) announces, and covers up to 1280x720."""
+    macroblocks = ((width + 15) // 16) * ((height + 15) // 16)
+    if macroblocks <= 3_600:
+        return "31"
+    if macroblocks <= 8_192:
+        return "40"
+    return "51"
+
+
+VIDEO_ENCODERS: dict[str, type[VideoEncoder]] = {"vp8": VideoEncoder, "h264": H264Encoder}
 
 
 class AudioEncoder:

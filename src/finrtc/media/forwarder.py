@@ -24,10 +24,14 @@ class ForwardedTrack(MediaStreamTrack):
         kind: MediaKind,
         max_packets: int,
         request_keyframe: Callable[[str], None] | None = None,
+        *,
+        codec: str | None = None,
     ) -> None:
         super().__init__()
         self.kind = kind.value
         self.media_kind = kind
+        # The codec negotiated with this viewer: which shared encoder of the track feeds it.
+        self.codec = codec or ("vp8" if kind is MediaKind.VIDEO else "opus")
         self._queue: asyncio.Queue[AvPacket | None] = asyncio.Queue(max_packets)
         self._request_keyframe = request_keyframe
         # A video subscriber can only start decoding at a keyframe.

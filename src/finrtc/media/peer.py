@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from aiortc import (
     RTCIceCandidate,
     RTCPeerConnection,
-    RTCRtpCodecCapability,
+    RTCRtpCodecParameters,
     RTCRtpReceiver,
     RTCRtpSender,
+    RTCRtpTransceiver,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import H264Profile, candidate_from_sdp, parse_h264_profile_level_id
 
 from finrtc import metrics
 from finrtc.config import MediaConfig
@@ -57,14 +58,61 @@ def _upstream_pli(receiver: RTCRtpReceiver) -> Callable[[], None]:
     return lambda: aiortc_patches.request_upstream_pli(receiver)
 
 
-def _video_codec_preferences() -> list[RTCRtpCodecCapability]:
-    capabilities = RTCRtpSender.getCapabilities("video")
-    return [codec for codec in capabilities.codecs if codec.mimeType in ("video/VP8", "video/rtx")]
+# The video codecs a publisher may send: anything our decoders take (PyAV's h264 decodes every
+# profile aiortc negotiates, see aiortc_patches.add_h264_profiles).
+PUBLISHER_VIDEO_CODECS = ("video/vp8", "video/h264")
+# What the shared H.264 encoder produces (finrtc.media.encoder.H264Encoder).
+SENT_H264_PROFILES = (H264Profile.PROFILE_CONSTRAINED_BASELINE, H264Profile.PROFILE_BASELINE)
 
 
-def _audio_codec_preferences() -> list[RTCRtpCodecCapability]:
-    capabilities = RTCRtpSender.getCapabilities("audio")
-    return [codec for codec in capabilities.codecs if codec.mimeType == "audio/opus"]
+def codec_name(codec: RTCRtpCodecParameters) -> str:
+    """"vp8", "h264", "opus", ... from the codec's MIME type."""
+    return codec.mimeType.split("/", 1)[-1].lower()
+
+
+def _media_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    return [
+        c for c in aiortc_patches.negotiated_codecs(transceiver) if c.mimeType.lower() != "video/rtx"
+    ]
+
+
+def _we_can_send(codec: RTCRtpCodecParameters) -> bool:
+    if codec.mimeType.lower() != "video/h264":
+        return True
+    try:
+        profile, _level = parse_h264_profile_level_id(str(codec.parameters.get("profile-level-id", "42e01f")))
+    except ValueError:
+        return False
+    return str(codec.parameters.get("packetization-mode", "0")) == "1" and profile in SENT_H264_PROFILES
+
+
+def choose_publisher_codec(transceiver: RTCRtpTransceiver) -> RTCRtpCodecParameters:
+    """The publisher's most preferred video codec that we decode (offer order = its preference)."""
+    for codec in _media_codecs(transceiver):
+        if codec.mimeType.lower() in PUBLISHER_VIDEO_CODECS:
+            return codec
+    raise BadRequestError(
+        "the offer's video section has no codec the server decodes: offer VP8, or H.264 with "
+        "packetization-mode=1 (profile-level-id 42e01f, 42001f, 4d001f, 640c1f or 64001f)"
+    )
+
+
+def choose_viewer_codec(
+    transceiver: RTCRtpTransceiver, kind: MediaKind, preferences: Sequence[str]
+) -> RTCRtpCodecParameters:
+    """The codec a viewer gets: ours by preference among those it offers (Opus for audio)."""
+    offered = _media_codecs(transceiver)
+    wanted = ["opus"] if kind is MediaKind.AUDIO else list(preferences)
+    for name in wanted:
+        for codec in offered:
+            if codec_name(codec) == name and _we_can_send(codec):
+                return codec
+    accepted = "Opus" if kind is MediaKind.AUDIO else " or ".join(
+        {"vp8": "VP8", "h264": "H.264 Constrained Baseline (packetization-mode=1)"}[name] for name in wanted
+    )
+    raise BadRequestError(
+        f"the offer's {kind.value} section receives no codec the server sends: offer {accepted}"
+    )
 
 
 def _route_keyframe_requests(sender: RTCRtpSender, track: ForwardedTrack) -> None:
@@ -79,7 +127,7 @@ class PeerConnection:
         self._pc = RTCPeerConnection(rtc_configuration(media.ice_servers))
         self._on_closed = on_closed
         self._closed = False
-        self._incoming: list[IncomingTrack] = []
+        self._remote_tracks: list[tuple[MediaStreamTrack, RTCRtpReceiver]] = []
         self._senders: dict[ForwardedTrack, RTCRtpSender] = {}
         self.connected = asyncio.Event()
         self._connect_timer: asyncio.TimerHandle | None = None
@@ -97,12 +145,8 @@ class PeerConnection:
 
         @self._pc.on("track")
         def _track(track: MediaStreamTrack) -> None:
-            kind = MediaKind(track.kind)
             receiver = next(t.receiver for t in self._pc.getTransceivers() if t.receiver.track is track)
-            transceiver = next(t for t in self._pc.getTransceivers() if t.receiver is receiver)
-            codecs = getattr(transceiver, "_codecs", [])
-            codec = codecs[0].mimeType if codecs else "unknown"
-            self._incoming.append(IncomingTrack(kind, track, codec, _upstream_pli(receiver)))
+            self._remote_tracks.append((track, receiver))
 
     @property
     def state(self) -> str:
@@ -115,7 +159,13 @@ class PeerConnection:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
             raise BadRequestError(f"the SDP offer could not be parsed: {error}") from None
         except Exception as error:  # aiortc raises bare exceptions for unsupported offers
-            raise BadRequestError(f"the SDP offer cannot be accepted: {error}") from None
+            hint = ""
+            if "description send parameters" in str(error):
+                hint = (
+                    " (no codec in common: the server takes VP8 or H.264 with packetization-mode=1, "
+                    "and Opus; an H.264 fmtp without packetization-mode means mode 0)"
+                )
+            raise BadRequestError(f"the SDP offer cannot be accepted: {error}{hint}") from None
 
     async def _answer(self) -> str:
         try:
@@ -137,7 +187,13 @@ class PeerConnection:
     async def accept_publisher(self, offer_sdp: str) -> tuple[str, list[IncomingTrack]]:
         """Answer a publisher's offer; returns the answer and the tracks it will send."""
         await self._set_offer(offer_sdp)
+        codecs: dict[RTCRtpReceiver, str] = {}
         for transceiver in self._pc.getTransceivers():
+            if transceiver.kind == "video":
+                chosen = choose_publisher_codec(transceiver)
+                aiortc_patches.answer_with_codec(transceiver, chosen)
+            media = _media_codecs(transceiver)
+            codecs[transceiver.receiver] = media[0].mimeType if media else "unknown"
             if transceiver.kind in ("audio", "video"):
                 transceiver.direction = "recvonly"
                 receive_queue.install(
@@ -147,10 +203,16 @@ class PeerConnection:
                 )
             if transceiver.kind == "video":
                 aiortc_patches.set_jitter_buffer(transceiver.receiver, aiortc_patches.MarkerJitterBuffer())
-        if not self._incoming:
+        incoming = [
+            IncomingTrack(
+                MediaKind(track.kind), track, codecs.get(receiver, "unknown"), _upstream_pli(receiver)
+            )
+            for track, receiver in self._remote_tracks
+        ]
+        if not incoming:
             raise BadRequestError("the offer publishes no audio or video track (use sendonly or sendrecv)")
         answer = await self._answer()
-        return answer, list(self._incoming)
+        return answer, incoming
 
     async def accept_subscriber(self, offer_sdp: str, max_packets: int) -> tuple[str, list[ForwardedTrack]]:
         """Answer a viewer's offer with one forwarded track per audio/video section it receives."""
@@ -160,13 +222,11 @@ class PeerConnection:
             if transceiver.kind not in ("audio", "video"):
                 continue
             kind = MediaKind(transceiver.kind)
-            track = ForwardedTrack(kind, max_packets)
+            chosen = choose_viewer_codec(transceiver, kind, self._media.video.viewer_codecs)
+            aiortc_patches.answer_with_codec(transceiver, chosen)
+            track = ForwardedTrack(kind, max_packets, codec=codec_name(chosen))
             sender = self._pc.addTrack(track)
             transceiver.direction = "sendonly"
-            preferences = (
-                _video_codec_preferences() if kind is MediaKind.VIDEO else _audio_codec_preferences()
-            )
-            transceiver.setCodecPreferences(preferences)
             _route_keyframe_requests(sender, track)
             self._senders[track] = sender
             forwarded.append(track)

@@ -1,10 +1,16 @@
-"""The track pipeline: decode once → hook chain → encode once → fan out.
+"""The track pipeline: decode once → hook chain → encode once per output codec → fan out.
 
 One pipeline per published track. aiortc decodes in its own thread; a reader task moves decoded
 frames into a small bounded queue (video drops the oldest frame when the worker is behind, so
-latency stays bounded); a worker task runs the hook chain and the shared encoder in an executor,
-one frame at a time, then hands the same `av.Packet` to every subscriber and every packet
-listener (the archive) on the event loop.
+latency stays bounded); a worker task runs the hook chain and the shared encoders in an executor,
+one frame at a time, then hands the same `av.Packet` to every subscriber of that codec and every
+packet listener (the archive) on the event loop.
+
+Video has at most one shared encoder per output codec: VP8 (what the archive and the post-encode
+hooks receive, and VP8 viewers) and H.264 for viewers that only decode H.264. Each is created when
+the first track needing it arrives (the archive, or a viewer of that codec) and released when the
+last viewer of a codec the archive does not use leaves; the publisher's codec (VP8 or H.264) does
+not matter, frames are decoded once either way.
 
 All pts leaving the pipeline are on the room's session clock (0 = session start), so audio and
 video of every participant can be aligned by the archive.
@@ -19,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import av
 import numpy as np
@@ -31,7 +37,14 @@ from finrtc.config import MediaConfig
 from finrtc.hooks.chain import HookChain
 from finrtc.hooks.contract import AudioChunk, VideoFrame
 from finrtc.media.clock import TrackClock
-from finrtc.media.encoder import AUDIO_RATE, VIDEO_CLOCK, AudioEncoder, AvPacket, VideoEncoder
+from finrtc.media.encoder import (
+    AUDIO_RATE,
+    VIDEO_CLOCK,
+    VIDEO_ENCODERS,
+    AudioEncoder,
+    AvPacket,
+    VideoEncoder,
+)
 from finrtc.media.forwarder import ForwardedTrack
 from finrtc.model import EncodedPacket, MediaKind, TrackInfo
 from finrtc.room_events import ServerEvent, TrackResumed, TrackStalled
@@ -42,6 +55,9 @@ log = logging.getLogger(__name__)
 STALL_AFTER_S = 2.0
 # Ask the publisher for a keyframe at most this often.
 UPSTREAM_PLI_INTERVAL_S = 1.0
+
+# The codec of the encoder whose packets the archive and the post-encode hooks (hash chain) get.
+ARCHIVE_VIDEO_CODEC = "vp8"
 
 PacketListener = Callable[[EncodedPacket], None]
 EventPublisher = Callable[[ServerEvent], object]
@@ -56,10 +72,26 @@ class _Arrival:
     wall_clock: float
 
 
+@dataclass(eq=False)
+class _VideoOutput:
+    """One shared video encoder of a track and the viewers it feeds. Keyframe requests (a
+    viewer's PLI, a join) are per output: an H.264 viewer's PLI never costs the VP8 archive a
+    keyframe."""
+
+    codec: str
+    encoder: VideoEncoder
+    subscribers: set[ForwardedTrack] = field(default_factory=set)
+    keyframe_requested: bool = False
+    last_forced_keyframe: float = 0.0
+    last_keyframe_media: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class _Encoded:
     packet: AvPacket
     encoded: EncodedPacket | None
+    # None for audio: every subscriber of the track.
+    output: _VideoOutput | None = None
 
 
 def plane_views(frame: av.VideoFrame) -> tuple[NDArray[np.uint8], NDArray[np.uint8], NDArray[np.uint8]]:
@@ -111,23 +143,15 @@ class TrackPipeline:
         self._subscribers: set[ForwardedTrack] = set()
         self._packet_listeners: list[PacketListener] = []
         self._end_listeners: list[Callable[[bool], None]] = []
-        if track.kind is MediaKind.VIDEO:
-            self._video_encoder: VideoEncoder | None = VideoEncoder(
-                media.video.bitrate_bps, media.video.cpu_used, threads=1
-            )
-            self._audio_encoder: AudioEncoder | None = None
-        else:
-            self._video_encoder = None
-            self._audio_encoder = AudioEncoder(media.audio.bitrate_bps)
+        # Video: one shared encoder per output codec, created on demand (_ensure_output).
+        self._outputs: dict[str, _VideoOutput] = {}
+        self._audio_encoder = AudioEncoder(media.audio.bitrate_bps) if track.kind is MediaKind.AUDIO else None
         # Forward the publisher's Opus (frames tagged with it by receive_queue) when nothing
         # changes the audio.
         self._forward_audio = media.audio.passthrough and not chain.has_mutators
         self._track_clock = TrackClock() if track.kind is MediaKind.VIDEO else TrackClock(slew=0.0)
         self._index = 0
         self._sequence = 0
-        self._last_keyframe_media: float | None = None
-        self._keyframe_requested = False
-        self._last_forced_keyframe = 0.0
         self._last_upstream_pli = 0.0
         self._last_frame_at = time.monotonic()
         self._reader: asyncio.Task[None] | None = None
@@ -145,49 +169,89 @@ class TrackPipeline:
     # ---- wiring -------------------------------------------------------------------------
 
     def start(self) -> None:
-        metrics.ENCODERS.labels(kind=self.kind.value).inc()
+        if self.kind is MediaKind.AUDIO:
+            metrics.ENCODERS.labels(kind=self.kind.value, codec="opus").inc()
+        elif self._wants_listeners():
+            self._ensure_output(ARCHIVE_VIDEO_CODEC)
         metrics.PUBLISHED_TRACKS.labels(kind=self.kind.value).inc()
         self._reader = asyncio.create_task(self._read(), name=f"read:{self.track.track_id}")
         self._worker = asyncio.create_task(self._work(), name=f"work:{self.track.track_id}")
 
+    def _ensure_output(self, codec: str) -> _VideoOutput:
+        output = self._outputs.get(codec)
+        if output is None:
+            encoder_type = VIDEO_ENCODERS.get(codec)
+            if encoder_type is None:
+                raise ValueError(f"no shared encoder for video codec {codec!r}")
+            video = self._media.video
+            output = _VideoOutput(codec, encoder_type(video.bitrate_bps, video.cpu_used, threads=1))
+            self._outputs[codec] = output
+            metrics.ENCODERS.labels(kind=self.kind.value, codec=codec).inc()
+        return output
+
+    def _release_unused_output(self, output: _VideoOutput) -> None:
+        if output.subscribers or (output.codec == ARCHIVE_VIDEO_CODEC and self._wants_listeners()):
+            return
+        if self._outputs.pop(output.codec, None) is output:
+            metrics.ENCODERS.labels(kind=self.kind.value, codec=output.codec).dec()
+
+    @property
+    def encoder_codecs(self) -> list[str]:
+        """The live shared encoders of this track, by codec (video: VP8 and/or H.264)."""
+        if self.kind is MediaKind.AUDIO:
+            return ["opus"]
+        return sorted(self._outputs)
+
     def add_subscriber(self, subscriber: ForwardedTrack) -> None:
-        subscriber.set_keyframe_requester(self.request_keyframe)
+        codec = subscriber.codec
+        subscriber.set_keyframe_requester(lambda source: self.request_keyframe(source, codec))
         if self.ended.is_set():
             subscriber.end()
             return
         self._subscribers.add(subscriber)
         metrics.SUBSCRIBED_TRACKS.labels(kind=self.kind.value).inc()
         if self.kind is MediaKind.VIDEO:
-            self.request_keyframe("subscriber_joined")
+            self._ensure_output(codec).subscribers.add(subscriber)
+            self.request_keyframe("subscriber_joined", codec)
 
     def remove_subscriber(self, subscriber: ForwardedTrack) -> None:
         if subscriber in self._subscribers:
             self._subscribers.discard(subscriber)
             metrics.SUBSCRIBED_TRACKS.labels(kind=self.kind.value).dec()
+            output = self._outputs.get(subscriber.codec)
+            if output is not None:
+                output.subscribers.discard(subscriber)
+                self._release_unused_output(output)
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
     def add_packet_listener(self, listener: PacketListener) -> None:
-        """Receives every EncodedPacket on the event loop (the archive)."""
+        """Receives every EncodedPacket on the event loop (the archive): the VP8 output's."""
         self._packet_listeners.append(listener)
+        if self.kind is MediaKind.VIDEO and not self.ended.is_set():
+            self._ensure_output(ARCHIVE_VIDEO_CODEC)
 
     def add_end_listener(self, listener: Callable[[bool], None]) -> None:
         """Called once with clean=True (publisher left) or False (media vanished)."""
         self._end_listeners.append(listener)
 
-    def request_keyframe(self, source: str) -> None:
-        """From a subscriber (PLI/FIR, join, overflow): rate-limited keyframe on the shared encoder."""
+    def request_keyframe(self, source: str, codec: str = ARCHIVE_VIDEO_CODEC) -> None:
+        """From a subscriber (PLI/FIR, join, overflow) or the archive (segment boundary):
+        rate-limited keyframe on the shared encoder of that codec."""
         if self.kind is not MediaKind.VIDEO:
             return
+        output = self._outputs.get(codec)
+        if output is None:
+            return
         now = time.monotonic()
-        if now - self._last_forced_keyframe < self._media.video.keyframe_min_interval_s:
+        if now - output.last_forced_keyframe < self._media.video.keyframe_min_interval_s:
             metrics.KEYFRAME_REQUESTS.labels(source=source, outcome="rate_limited").inc()
-            self._keyframe_requested = True  # served at the end of the interval by the worker
+            output.keyframe_requested = True  # served at the end of the interval by the worker
             return
         metrics.KEYFRAME_REQUESTS.labels(source=source, outcome="forced").inc()
-        self._keyframe_requested = True
+        output.keyframe_requested = True
         # Our decoder may itself be waiting for a keyframe if the publisher's stream broke.
         if now - self._last_frame_at > 1.0:
             self._ask_upstream()
@@ -274,10 +338,12 @@ class TrackPipeline:
                         finished = True
                         break
                     batch.append(queued)
+                # Snapshot on the loop: viewers come and go while the worker encodes.
+                outputs = list(self._outputs.values())
                 try:
                     # The copied context carries room/participant into the worker's log lines.
                     results = await loop.run_in_executor(
-                        self._executor, contextvars.copy_context().run, self._process_batch, batch
+                        self._executor, contextvars.copy_context().run, self._process_batch, batch, outputs
                     )
                 except Exception:
                     # A broken frame (odd format, encoder error) must not end the track.
@@ -290,7 +356,8 @@ class TrackPipeline:
     def _fan_out(self, results: list[_Encoded]) -> None:
         for result in results:
             keyframe = bool(result.packet.is_keyframe) if self.kind is MediaKind.VIDEO else True
-            for subscriber in self._subscribers:
+            subscribers = self._subscribers if result.output is None else result.output.subscribers
+            for subscriber in subscribers:
                 subscriber.offer(result.packet, keyframe)
             if result.encoded is not None:
                 for listener in self._packet_listeners:
@@ -308,17 +375,18 @@ class TrackPipeline:
     def _wants_listeners(self) -> bool:
         return bool(self._packet_listeners) or self._chain.has_post_encode_hooks
 
-    def _process_batch(self, batch: list[_Arrival]) -> list[_Encoded]:
+    def _process_batch(self, batch: list[_Arrival], outputs: list[_VideoOutput]) -> list[_Encoded]:
         results: list[_Encoded] = []
         for item in batch:
             if isinstance(item.frame, av.VideoFrame):
-                results.extend(self._process_video(item.frame, item.session_time, item.wall_clock))
+                results.extend(self._process_video(item.frame, item.session_time, item.wall_clock, outputs))
             else:
                 results.extend(self._process_audio(item.frame, item.session_time, item.wall_clock))
         return results
 
-    def _process_video(self, frame: av.VideoFrame, arrival: float, wall_clock: float) -> list[_Encoded]:
-        assert self._video_encoder is not None
+    def _process_video(
+        self, frame: av.VideoFrame, arrival: float, wall_clock: float, outputs: list[_VideoOutput]
+    ) -> list[_Encoded]:
         media_time = self._media_time(frame.pts, frame.time_base, arrival)
         if self._chain.has_frame_hooks:
             if frame.format.name != "yuv420p":
@@ -330,23 +398,30 @@ class TrackPipeline:
                 VideoFrame(y, u, v, frame.width, frame.height, media_time, wall_clock, self._index)
             )
         self._index += 1
-        keyframe = self._keyframe_requested and (
-            time.monotonic() - self._last_forced_keyframe >= self._media.video.keyframe_min_interval_s
-        )
-        if (
-            self._last_keyframe_media is None
-            or media_time - self._last_keyframe_media >= self._media.video.keyframe_interval_s
-        ):
-            keyframe = True
-        if keyframe:
-            self._keyframe_requested = False
-            self._last_forced_keyframe = time.monotonic()
-            self._last_keyframe_media = media_time
         pts = round(media_time * VIDEO_CLOCK)
-        started = time.perf_counter()
-        packets = self._video_encoder.encode(frame, pts, keyframe)
-        self._encode_seconds.observe(time.perf_counter() - started)
-        return self._wrap(packets, wall_clock, (1, VIDEO_CLOCK))
+        results: list[_Encoded] = []
+        for output in outputs:
+            # The same (watermarked) frame goes to each codec's encoder: decoded and hooked once.
+            keyframe = output.keyframe_requested and (
+                time.monotonic() - output.last_forced_keyframe >= self._media.video.keyframe_min_interval_s
+            )
+            if (
+                output.last_keyframe_media is None
+                or media_time - output.last_keyframe_media >= self._media.video.keyframe_interval_s
+            ):
+                keyframe = True
+            if keyframe:
+                output.keyframe_requested = False
+                output.last_forced_keyframe = time.monotonic()
+                output.last_keyframe_media = media_time
+            started = time.perf_counter()
+            packets = output.encoder.encode(frame, pts, keyframe)
+            self._encode_seconds.observe(time.perf_counter() - started)
+            if output.codec == ARCHIVE_VIDEO_CODEC:
+                results.extend(self._wrap(packets, wall_clock, (1, VIDEO_CLOCK), output))
+            else:
+                results.extend(_Encoded(packet, None, output) for packet in packets)
+        return results
 
     def _process_audio(self, frame: av.AudioFrame, arrival: float, wall_clock: float) -> list[_Encoded]:
         assert self._audio_encoder is not None
@@ -375,7 +450,13 @@ class TrackPipeline:
         self._encode_seconds.observe(time.perf_counter() - started - hook_time)
         return self._wrap(packets, wall_clock, (1, AUDIO_RATE))
 
-    def _wrap(self, packets: list[AvPacket], wall_clock: float, time_base: tuple[int, int]) -> list[_Encoded]:
+    def _wrap(
+        self,
+        packets: list[AvPacket],
+        wall_clock: float,
+        time_base: tuple[int, int],
+        output: _VideoOutput | None = None,
+    ) -> list[_Encoded]:
         results = []
         wants = self._wants_listeners()
         for packet in packets:
@@ -394,7 +475,7 @@ class TrackPipeline:
                     duration=int(packet.duration or 0),
                 )
                 self._chain.run_packet(encoded)
-            results.append(_Encoded(packet, encoded))
+            results.append(_Encoded(packet, encoded, output))
         return results
 
     # ---- end ------------------------------------------------------------------------------
@@ -411,7 +492,11 @@ class TrackPipeline:
                 listener(self.clean_end)
             except Exception:
                 log.exception("track %s: end listener failed", self.track.track_id)
-        metrics.ENCODERS.labels(kind=self.kind.value).dec()
+        if self.kind is MediaKind.AUDIO:
+            metrics.ENCODERS.labels(kind=self.kind.value, codec="opus").dec()
+        for output in list(self._outputs.values()):
+            self._outputs.pop(output.codec, None)
+            metrics.ENCODERS.labels(kind=self.kind.value, codec=output.codec).dec()
         metrics.PUBLISHED_TRACKS.labels(kind=self.kind.value).dec()
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):

@@ -44,15 +44,33 @@ VIDEO_BACKLOG = 6
 AUDIO_BACKLOG = 250
 
 
+H264_IDR = 5
+H264_NAL_TYPE_MASK = 0x1F
+
+
+def h264_has_idr(data: bytes) -> bool:
+    """Whether an Annex B access unit (what aiortc's depacketizer hands its decoder: every NAL
+    unit after a 00 00 00 01 start code) holds an IDR slice, i.e. decodes on its own."""
+    position = data.find(b"\x00\x00\x01")
+    while position != -1 and position + 3 < len(data):
+        if data[position + 3] & H264_NAL_TYPE_MASK == H264_IDR:
+            return True
+        position = data.find(b"\x00\x00\x01", position + 3)
+    return False
+
+
 def is_keyframe(item: tuple[Any, Any]) -> bool:
     """Whether a queued (codec, encoded frame) decodes on its own."""
     codec, frame = item
-    if codec.mimeType.lower() != "video/vp8":
-        # finrtc negotiates VP8 only; were another codec added without a check here, shedding
-        # would keep the newest frame rather than wait for a keyframe it cannot recognise.
+    data: bytes = frame.data
+    mime = codec.mimeType.lower()
+    if mime == "video/h264":
+        return h264_has_idr(data)
+    if mime != "video/vp8":
+        # A codec without a check here: shedding keeps the newest frame rather than wait for a
+        # keyframe it cannot recognise.
         return True
     # RFC 6386 9.1: bit 0 of a VP8 frame's first byte is 0 for a key frame.
-    data: bytes = frame.data
     return bool(data) and not data[0] & 0x01
 
 
@@ -85,6 +103,11 @@ class EncodedFrameQueue:
         self.last_payload: bytes | None = None
 
     def put(self, item: Any) -> None:
+        if item is not None and not item[1].data:
+            # A "frame" of padding-only packets (Chromium probes bandwidth with them). PyAV takes
+            # an empty packet for end of stream: the decoder would be flushed and answer every
+            # later frame with EOF, for the rest of the call.
+            return
         with self._ready:
             self._items.append(item)
             self._ready.notify()
