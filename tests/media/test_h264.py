@@ -227,7 +227,7 @@ async def test_an_h264_publisher_is_archived_as_playable_vp8_webm(tmp_path: Path
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout)
     out = tmp_path / "call.webm"
-    exported = finrtc("export", str(session_dir), "--out", str(out), *common)
+    exported = finrtc("export", str(session_dir), "--out", str(out), "--reason", "H.264 check", *common)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     with av.open(str(out)) as container:
         video = container.streams.video[0]
