@@ -27,11 +27,14 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 # Build the project wheel, then install it with the server extras into a venv that the runtime
 # stage copies whole. Binary wheels only: a dependency that would need a compiler fails here,
-# loudly, instead of bloating the image with build tools.
+# loudly, instead of bloating the image with build tools. With the identity extra, the voiceprint
+# weights come from resemblyzer's wheel, installed --no-deps so torch stays out.
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
     && python -m venv /opt/finrtc \
     && /opt/finrtc/bin/pip install --no-cache-dir --only-binary=:all: \
-        "$(ls /wheels/finrtc-*.whl)[${FINRTC_EXTRAS}]"
+        "$(ls /wheels/finrtc-*.whl)[${FINRTC_EXTRAS}]" \
+    && case ",${FINRTC_EXTRAS}," in *,identity,*) \
+        /opt/finrtc/bin/pip install --no-cache-dir --no-deps resemblyzer==0.1.4 ;; esac
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="finrtc" \
