@@ -90,7 +90,6 @@ class SessionRecorder:
         self.prefix = f"{self.room}/{self.session_id}"
         self.on_keyframe_needed = on_keyframe_needed
         self.segment_seconds = config.segment_seconds
-        self.retention_days = retention_days
 
         self._queue: queue.Queue[object] = queue.Queue(maxsize=config.queue_packets)
         self._lock = threading.Lock()
@@ -231,6 +230,10 @@ class SessionRecorder:
         return segmenter.waiting_for_keyframes or (
             segmenter.keyframe_due < math.inf and segmenter.media_end >= segmenter.keyframe_due
         )
+
+    @property
+    def retention_days(self) -> int:
+        return self._sealer.retention_days
 
     @property
     def archive_public_keys(self) -> list[PublicKey]:

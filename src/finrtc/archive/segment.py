@@ -42,6 +42,11 @@ class TrackMeta:
     sample_rate: int = 48000
     channels: int = 2
 
+    @property
+    def codec(self) -> str:
+        """The codec of this track inside the segment container (the archive is VP8 + Opus)."""
+        return "vp8" if self.kind is MediaKind.VIDEO else "opus"
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "track_id": self.track_id,
@@ -50,9 +55,9 @@ class TrackMeta:
             "role": self.role,
         }
         if self.kind is MediaKind.VIDEO:
-            data.update(codec="vp8", width=self.width, height=self.height)
+            data.update(codec=self.codec, width=self.width, height=self.height)
         else:
-            data.update(codec="opus", sample_rate=self.sample_rate, channels=self.channels)
+            data.update(codec=self.codec, sample_rate=self.sample_rate, channels=self.channels)
         return data
 
 

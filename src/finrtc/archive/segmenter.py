@@ -58,7 +58,7 @@ class TrackState:
         video = meta.kind is MediaKind.VIDEO
         return TrackTotals(
             track_id=meta.track_id, kind=meta.kind.value, participant=meta.participant,
-            role=meta.role, codec=str(meta.to_json()["codec"]),
+            role=meta.role, codec=meta.codec,
             packets=self.packets, bytes=self.bytes, first_time=self.first_time,
             last_time=self.last_time, ended=self.ended or "session_end",
             width=meta.width if video else None, height=meta.height if video else None,
