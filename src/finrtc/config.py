@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from finrtc.archive.settings import ArchiveConfig
+from finrtc.cluster.settings import ClusterConfig
 from finrtc.compliance.settings import ComplianceConfig
 from finrtc.config_base import StrictModel, format_validation_error
 from finrtc.errors import ConfigError
@@ -39,6 +40,9 @@ class ServerConfig(StrictModel):
     idle_connection_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     demo_page: bool = False
     dev_token_endpoint: bool = False
+    # Media worker processes, each with its own event loop and aiortc stack (one GIL each); a
+    # room lives on one of them. None: one per core, or 1 in dev mode. `--workers` overrides.
+    workers: int | None = Field(default=None, ge=1, le=256)
 
 
 class AuthConfig(StrictModel):
@@ -177,6 +181,7 @@ class FinrtcConfig(StrictModel):
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @model_validator(mode="after")
     def _default_residency_has_a_target(self) -> FinrtcConfig:

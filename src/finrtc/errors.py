@@ -49,3 +49,7 @@ class ArchiveError(FinrtcError):
 
 class KeyFileError(FinrtcError):
     """A key file is missing, unreadable, malformed or has unsafe permissions."""
+
+
+class DirectoryUnavailableError(CapacityError):
+    """The cluster's room directory (Redis) cannot be reached: new rooms cannot be placed (503)."""

@@ -65,6 +65,13 @@ _SECRET_PATTERNS = (
 )
 
 _HANDLER_MARK = "_finrtc_handler"
+# Fields of the whole process (which node and media worker wrote the line), set once at start.
+_process_fields: dict[str, str] = {}
+
+
+def set_process_fields(**fields: object) -> None:
+    """`node=` / `worker=` on every line this process logs, from any thread."""
+    _process_fields.update({key: str(value) for key, value in fields.items()})
 
 
 def current_log_context() -> dict[str, str]:
@@ -141,6 +148,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": redact_text(record.getMessage()),
         }
+        entry.update(_process_fields)
         entry.update(_context.get())
         for key, value in _extras(record).items():
             if key not in entry:
@@ -160,7 +168,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = redact_text(super().format(record))
-        fields = dict(_context.get())
+        fields = {**_process_fields, **_context.get()}
         for key, value in _extras(record).items():
             fields.setdefault(key, _redact_value(key, value))
         if fields:

@@ -76,7 +76,7 @@ def live_server(root: Path, **sections: Any) -> Iterator[LiveServer]:
     port = free_port()
     config: dict[str, Any] = {
         "data_dir": str(root / "data"),
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {"host": "127.0.0.1", "port": port, "workers": 1},
         "auth": {"api_keys": {LIVE_API_KEY: LIVE_API_KEY_SECRET}},
         "archive": {"enabled": False},
         "compliance": {"enabled": False},
