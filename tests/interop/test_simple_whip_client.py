@@ -32,13 +32,22 @@ from tests.support import webrtc_client as client
 
 WHIP_CLIENT = shutil.which("whip-client")
 KEY = "swc-watermark-key"
-SOURCE = "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=480,framerate=30/1 ! videoconvert ! queue"
-# The rest of the branch up to the caps whip-client links to its webrtcbin. config-interval=-1
-# repeats SPS/PPS with every IDR; packetization-mode=1 is the only H.264 mode the server accepts.
+SOURCE = (
+    "videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=480,framerate=30/1 "
+    "! videoconvert ! queue"
+)
+# The rest of the branch up to the caps whip-client links to its webrtcbin, as in the webrtcbin
+# test: config-interval=-1 repeats SPS/PPS with every IDR. packetization-mode=1 in the caps makes
+# webrtcbin offer it (the server accepts no other mode); a profile-level-id there must match what
+# the encoder really writes or the branch never negotiates and whip-client never makes an offer.
 VIDEO = {
-    "vp8": f"{SOURCE} ! vp8enc deadline=1 keyframe-max-dist=30 ! rtpvp8pay pt=96 ssrc=2 ! queue "
+    "vp8enc": f"{SOURCE} ! vp8enc deadline=1 keyframe-max-dist=30 ! rtpvp8pay pt=96 ssrc=2 ! queue "
     "! application/x-rtp,media=video,encoding-name=VP8,payload=96",
-    "h264": f"{SOURCE} ! x264enc tune=zerolatency speed-preset=veryfast key-int-max=30 bitrate=800 "
+    # High profile (64001e), what OBS-like x264 publishers send.
+    "x264enc": f"{SOURCE} ! x264enc tune=zerolatency speed-preset=veryfast key-int-max=30 bitrate=800 "
+    "! video/x-h264,profile=high ! rtph264pay pt=102 ssrc=2 config-interval=-1 aggregate-mode=zero-latency "
+    "! queue ! application/x-rtp,media=video,encoding-name=H264,payload=102,packetization-mode=(string)1",
+    "openh264enc": f"{SOURCE} ! openh264enc complexity=low bitrate=800000 gop-size=30 "
     "! video/x-h264,profile=constrained-baseline ! rtph264pay pt=102 ssrc=2 config-interval=-1 "
     "aggregate-mode=zero-latency ! queue ! application/x-rtp,media=video,encoding-name=H264,payload=102,"
     "packetization-mode=(string)1,profile-level-id=(string)42e01f",
@@ -50,7 +59,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _start_whip_client(stub_dir: Path, shim: Path, url: str, bearer: str, video: str) -> subprocess.Popen[str]:
+def _start_whip_client(
+    stub_dir: Path, shim: Path, url: str, bearer: str, video: str
+) -> subprocess.Popen[str]:
     assert WHIP_CLIENT is not None
     library_path = os.pathsep.join(filter(None, [str(stub_dir), os.environ.get("LD_LIBRARY_PATH")]))
     return subprocess.Popen(
@@ -62,9 +73,9 @@ def _start_whip_client(stub_dir: Path, shim: Path, url: str, bearer: str, video:
     )
 
 
-@pytest.mark.parametrize("codec", ["vp8", "h264"])
+@pytest.mark.parametrize("encoder", ["vp8enc", "x264enc", "openh264enc"])
 async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
-    tmp_path: Path, http, loopback_shim: Path, gupnp_igd_stub_dir: Path, codec: str
+    tmp_path: Path, http, loopback_shim: Path, gupnp_igd_stub_dir: Path, encoder: str
 ) -> None:
     loaded = make_loaded(
         tmp_path,
@@ -75,7 +86,8 @@ async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
     server = await start_server(loaded)
     started = time.monotonic()
     publisher = _start_whip_client(
-        gupnp_igd_stub_dir, loopback_shim, f"{server.base}/whip/swc", token("swc", "swc-agent"), VIDEO[codec]
+        gupnp_igd_stub_dir, loopback_shim, f"{server.base}/whip/swc", token("swc", "swc-agent"),
+        VIDEO[encoder],
     )
     viewer = None
     try:
@@ -96,16 +108,21 @@ async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
                 if record.frames:
                     lumas.append(frame_luma(record.frames[-1]))
         elapsed = time.monotonic() - started
+        # What the stand-in is for, checked in the running client rather than assumed.
+        mapped = await asyncio.to_thread(Path(f"/proc/{publisher.pid}/maps").read_text)
+        stub = str(gupnp_igd_stub_dir / "libgupnp-igd-1.0.so.4")
+        assert stub in mapped, "the stand-in libgupnp-igd is not loaded"
+        assert "libsoup-2.4.so" in mapped and "libsoup-3.0.so" not in mapped, "libsoup-3 was loaded"
         assert len(lumas) >= 30, f"the viewer decoded {len(lumas)} frames from whip-client"
         room = rooms.get("swc")
         published = [e.data["codec"].lower() for e in room.events.history() if e.type == "track_published"]
-        assert published == [f"video/{codec}"], published
+        assert published == ["video/vp8" if encoder == "vp8enc" else "video/h264"], published
         assigned = [e for e in room.events.history() if e.type == "watermark_assigned"]
         assert assigned
         result = extract(lumas[-60:], key=KEY.encode())
         assert result is not None, "no watermark recovered from the forwarded whip-client video"
         assert result.id == assigned[-1].data["id"] or result.id_hex == assigned[-1].data["id"]
-        print(f"whip-client {codec}: {len(lumas)} frames decoded by the viewer, {elapsed:.1f} s after start")
+        print(f"whip-client {encoder}: {len(lumas)} frames decoded by the viewer in {elapsed:.1f} s")
     except AssertionError as error:
         failure: AssertionError | None = error
     else:
@@ -121,6 +138,6 @@ async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
             publisher.kill()
             output, _ = publisher.communicate()
         await server.runner.cleanup()
-    assert failure is None, f"{failure}\n--- whip-client {codec} output ---\n{output}"
+    assert failure is None, f"{failure}\n--- whip-client {encoder} output ---\n{output}"
     assert "libsoup2 symbols detected" not in output, output
     assert "PeerConnection connected" in output, output
