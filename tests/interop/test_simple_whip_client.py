@@ -60,12 +60,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def _start_whip_client(
-    stub_dir: Path, shim: Path, url: str, bearer: str, video: str
+    stub_dir: Path, shim: Path, url: str, bearer: str, video: str, *flags: str
 ) -> subprocess.Popen[str]:
     assert WHIP_CLIENT is not None
     library_path = os.pathsep.join(filter(None, [str(stub_dir), os.environ.get("LD_LIBRARY_PATH")]))
     return subprocess.Popen(
-        [WHIP_CLIENT, "-o", "-u", url, "-t", bearer, "-V", video],
+        [WHIP_CLIENT, "-o", *flags, "-u", url, "-t", bearer, "-V", video],
         env={**os.environ, "LD_LIBRARY_PATH": library_path, "LD_PRELOAD": str(shim)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -73,9 +73,15 @@ def _start_whip_client(
     )
 
 
-@pytest.mark.parametrize("encoder", ["vp8enc", "x264enc", "openh264enc"])
+# Trickle ICE over HTTP PATCH is whip-client's default; -n puts every candidate in the offer.
+@pytest.mark.parametrize(
+    ("encoder", "flags"),
+    [("vp8enc", ()), ("x264enc", ()), ("openh264enc", ()), ("vp8enc", ("-n",))],
+    ids=["vp8enc", "x264enc", "openh264enc", "vp8enc-no-trickle"],
+)
 async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
-    tmp_path: Path, http, loopback_shim: Path, gupnp_igd_stub_dir: Path, encoder: str
+    tmp_path: Path, http, loopback_shim: Path, gupnp_igd_stub_dir: Path, encoder: str,
+    flags: tuple[str, ...],
 ) -> None:
     loaded = make_loaded(
         tmp_path,
@@ -87,7 +93,7 @@ async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
     started = time.monotonic()
     publisher = _start_whip_client(
         gupnp_igd_stub_dir, loopback_shim, f"{server.base}/whip/swc", token("swc", "swc-agent"),
-        VIDEO[encoder],
+        VIDEO[encoder], *flags,
     )
     viewer = None
     try:
@@ -122,7 +128,7 @@ async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
         result = extract(lumas[-60:], key=KEY.encode())
         assert result is not None, "no watermark recovered from the forwarded whip-client video"
         assert result.id == assigned[-1].data["id"] or result.id_hex == assigned[-1].data["id"]
-        print(f"whip-client {encoder}: {len(lumas)} frames decoded by the viewer in {elapsed:.1f} s")
+        print(f"whip-client {encoder} {flags}: {len(lumas)} frames decoded by the viewer in {elapsed:.1f} s")
     except AssertionError as error:
         failure: AssertionError | None = error
     else:
