@@ -147,3 +147,57 @@ async def test_simple_whip_client_reaches_a_viewer_with_the_watermark(
     assert failure is None, f"{failure}\n--- whip-client {encoder} output ---\n{output}"
     assert "libsoup2 symbols detected" not in output, output
     assert "PeerConnection connected" in output, output
+
+
+AUDIO = (
+    "audiotestsrc is-live=true wave=sine freq=440 volume=0.3 ! audioconvert ! audioresample ! queue "
+    "! opusenc ! rtpopuspay pt=111 ssrc=1 ! queue "
+    "! application/x-rtp,media=audio,encoding-name=OPUS,payload=111"
+)
+
+
+async def test_simple_whip_client_publishes_audio_and_video(
+    tmp_path: Path, http, loopback_shim: Path, gupnp_igd_stub_dir: Path
+) -> None:
+    """whip-client's webrtcbin has bundle-policy none: two m-lines, two ICE transports to the server."""
+    loaded = make_loaded(tmp_path, archive={"enabled": False}, compliance={"enabled": False})
+    server = await start_server(loaded)
+    publisher = _start_whip_client(
+        gupnp_igd_stub_dir, loopback_shim, f"{server.base}/whip/swc-av", token("swc-av", "swc-agent"),
+        VIDEO["vp8enc"], "-A", AUDIO,
+    )
+    viewer = None
+    try:
+        rooms = server.app[ROOMS]
+        await wait_for(lambda: "swc-av" in rooms.rooms and bool(rooms.rooms["swc-av"].participants), 20)
+        viewer = await client.play(http, server.base, "swc-av", token("swc-av", "c", Role.CUSTOMER))
+        await wait_for(
+            lambda: all(viewer.received.get(kind) is not None for kind in ("audio", "video")), 20
+        )
+        audio, video = viewer.received["audio"], viewer.received["video"]
+        await wait_for(lambda: audio.count >= 100 and video.count >= 60, 30)
+        room = rooms.get("swc-av")
+        published = sorted(
+            e.data["codec"].lower() for e in room.events.history() if e.type == "track_published"
+        )
+        assert published == ["audio/opus", "video/vp8"], published
+        # The sine reached the viewer, not silence: Opus at volume 0.3 keeps a clear peak.
+        samples = audio.frames[-1].to_ndarray()
+        assert int(abs(samples).max()) > 3000, int(abs(samples).max())
+        counts = (audio.count, video.count)
+    except AssertionError as error:
+        failure: AssertionError | None = error
+    else:
+        failure = None
+    finally:
+        if viewer is not None:
+            await client.close(viewer)
+        publisher.send_signal(signal.SIGINT)
+        try:
+            output, _ = await asyncio.to_thread(publisher.communicate, timeout=20)
+        except subprocess.TimeoutExpired:
+            publisher.kill()
+            output, _ = publisher.communicate()
+        await server.runner.cleanup()
+    assert failure is None, f"{failure}\n--- whip-client audio+video output ---\n{output}"
+    print(f"whip-client audio+video: {counts[0]} audio and {counts[1]} video frames at the viewer")
