@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -31,19 +30,6 @@ from tests.support.media import PatternVideoTrack
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 SYSTEM_PYTHON = "/usr/bin/python3"  # has python3-gst-1.0; the venv has no PyGObject
 KEY = "interop-watermark-key"
-
-
-@pytest.fixture(scope="module")
-def loopback_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    compiler = shutil.which("gcc")
-    assert compiler, "gcc is missing: `make system-deps` installs it (APT_PACKAGES)"
-    library = tmp_path_factory.mktemp("shim") / "libnice_loopback_shim.so"
-    subprocess.run(
-        [compiler, "-shared", "-fPIC", "-O2", "-o", str(library),
-         str(SUPPORT / "libnice_loopback_shim.c"), "-ldl"],
-        check=True,
-    )
-    return library
 
 
 def _start_gstreamer_client(shim: Path, script: str, *args: str) -> subprocess.Popen[str]:
