@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 APT_PACKAGES := chromium flite sox espeak-ng gcc libc6-dev python3-gst-1.0 gir1.2-gst-plugins-bad-1.0 \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice \
-  openssl gstreamer1.0-plugins-ugly redis-server
+  openssl gstreamer1.0-plugins-ugly redis-server simple-whip-client
 SANDBOX := $(shell command -v unshare >/dev/null && unshare -n true 2>/dev/null && echo "unshare -n")
 
 .PHONY: serve test lint typecheck bench bench-quick bench-smoke system-deps clean
