@@ -58,7 +58,7 @@ def generated_node_id() -> str:
 @dataclass(frozen=True)
 class NodeRecord:
     node_id: str
-    # Where clients are redirected (WHIP/WHEP POST) and where other nodes send proxied calls.
+    # What clients use (shown to operators); other nodes proxy to internal_url.
     public_url: str
     internal_url: str
     rooms: int

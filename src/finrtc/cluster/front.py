@@ -6,11 +6,11 @@ process that owns the room:
 
 - a local worker that holds it (open, or recently closed so a late request still learns 410 and
   tokens of a closed room stay revoked) -> proxied over the worker's Unix socket;
-- another node (directory) -> a WHIP/WHEP POST is answered `307 Temporary Redirect` to that
-  node's public URL (the SDP answer, the session resource and the media must all come from the
-  owner; RFC 9725 clients and browsers follow it, and every later PATCH/DELETE then goes to the
-  owner directly); anything else (room API, events WebSocket, PATCH/DELETE of a client that kept
-  the first URL) is proxied to the owner, marked so it is never forwarded twice;
+- another node (directory) -> proxied to the owner's internal URL, marked so it is never
+  forwarded twice. WHIP/WHEP POSTs too, not answered `307`: a redirect to another origin makes
+  browsers (Fetch standard) and aiohttp drop the `Authorization` header, so every bearer-token
+  client would get 401 from the owner. Only signaling takes the extra hop; the owner's ICE
+  candidates are in its SDP answer, so media flows between the client and the owner directly;
 - nobody, and the request may create the room (POST /v1/rooms, WHIP POST) -> the least-loaded
   local worker, after claiming the name in the directory.
 
@@ -41,7 +41,6 @@ from finrtc.config import LoadedConfig
 from finrtc.errors import DirectoryUnavailableError
 from finrtc.signaling.context import CONFIG
 from finrtc.signaling.http_errors import error_middleware, json_error
-from finrtc.signaling.whip import allowed_origin
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +182,6 @@ class Front:
 
     async def _to_node(self, request: web.Request, owner: NodeRecord,
                        body: bytes | None) -> web.StreamResponse:
-        path = request.path
-        parts = path.split("/")
-        if request.method == "POST" and len(parts) == 3 and parts[1] in SESSION_KINDS:
-            cluster_metrics.ROUTED.labels(target="redirect").inc()
-            return self._redirect(request, owner)
         cluster_metrics.ROUTED.labels(target="node").inc()
         assert self._peers is not None
         extra = {FORWARDED_BY: self.node_id}
@@ -200,14 +194,6 @@ class Front:
             log.warning("node %s did not answer: %s", owner.node_id, error)
             return json_error(503, "unavailable", f"the node that holds this room ({owner.node_id}) does "
                               "not answer; retry shortly", {"Retry-After": "2"})
-
-    def _redirect(self, request: web.Request, owner: NodeRecord) -> web.Response:
-        headers = {"Location": owner.public_url + request.rel_url.raw_path_qs, "Cache-Control": "no-store"}
-        origin = allowed_origin(request, self.loaded.config.server.cors_allow_origins)
-        if origin is not None:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Access-Control-Expose-Headers"] = "Location"
-        return web.Response(status=307, headers=headers)
 
     async def _list_rooms(self, request: web.Request, forwarded: bool) -> web.StreamResponse:
         answers: list[web.Response] = []

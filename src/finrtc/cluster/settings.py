@@ -17,8 +17,8 @@ class ClusterConfig(StrictModel):
     # This node's name in the directory; empty = generated at start (a restarted node is a new
     # node: its rooms died with it).
     node_id: str | None = None
-    # Where other nodes reach this node's HTTP listener for proxied room-API calls; empty =
-    # server.public_url (or host:port). Clients are redirected to server.public_url.
+    # Where other nodes reach this node's HTTP listener when they proxy a request for one of its
+    # rooms; empty = server.public_url (or host:port).
     internal_url: str | None = None
     key_prefix: str = Field(default="finrtc:", min_length=1, max_length=64)
     heartbeat_interval_s: float = Field(default=2.0, gt=0, le=60)

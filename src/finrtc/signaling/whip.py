@@ -264,18 +264,15 @@ async def trickle(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def allowed_origin(request: web.Request, allowed: list[str]) -> str | None:
+def _origin_allowed(request: web.Request) -> str | None:
     """The value for Access-Control-Allow-Origin, or None when the origin is not allowed."""
     origin = request.headers.get("Origin")
+    allowed = request.app[CONFIG].config.server.cors_allow_origins
     if origin is None:
         return None
     if "*" in allowed:
         return "*"
     return origin if origin in allowed else None
-
-
-def _origin_allowed(request: web.Request) -> str | None:
-    return allowed_origin(request, request.app[CONFIG].config.server.cors_allow_origins)
 
 
 async def options(request: web.Request) -> web.Response:
