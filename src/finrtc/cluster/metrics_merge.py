@@ -5,7 +5,6 @@ node totals. A worker that does not answer in time is left out of that scrape (i
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry
@@ -55,11 +54,3 @@ def merge(expositions: dict[str, str], front: CollectorRegistry) -> bytes:
     registry.register(_Merged(list(by_name.values())))
     return generate_latest(registry)
 
-
-async def merged_exposition(scrapes: dict[str, asyncio.Task[str | None]], front: CollectorRegistry) -> bytes:
-    texts: dict[str, str] = {}
-    for worker, task in scrapes.items():
-        text = await task
-        if text is not None:
-            texts[worker] = text
-    return merge(texts, front)
