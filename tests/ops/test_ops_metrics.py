@@ -52,8 +52,12 @@ def import_everything() -> None:
 @pytest.fixture(scope="module")
 def registered() -> dict[str, MetricInfo]:
     import_everything()
+    from finrtc.cluster.cluster_metrics import FRONT_REGISTRY
+
     found: dict[str, MetricInfo] = {}
-    for collector in list(REGISTRY._collector_to_names):
+    # The front listener of a multi-worker node has its own registry (merged into its /metrics).
+    collectors = list(REGISTRY._collector_to_names) + list(FRONT_REGISTRY._collector_to_names)
+    for collector in collectors:
         metric_type = getattr(collector, "_type", None)
         if metric_type is None:
             # Process/platform collectors, or a custom collector: take what it describes.
