@@ -17,9 +17,9 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 # Optional features baked in: s3 (archive to S3 Object Lock), speech (script compliance),
-# faces (face presence hook). `--build-arg FINRTC_EXTRAS=s3` makes a smaller image; add vosk
-# for Mandarin (Kaldi) models in a compliance model_dir.
-ARG FINRTC_EXTRAS=s3,speech,faces
+# faces (face presence hook), cluster (Redis room directory). `--build-arg FINRTC_EXTRAS=s3` makes
+# a smaller image; add vosk for Mandarin (Kaldi) models in a compliance model_dir.
+ARG FINRTC_EXTRAS=s3,speech,faces,cluster
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src

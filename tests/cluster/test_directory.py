@@ -8,7 +8,8 @@ import uuid
 
 import pytest
 
-from finrtc.cluster.directory import NodeRecord, RoomDirectory, generated_node_id
+from finrtc.cluster.directory import RoomDirectory
+from finrtc.cluster.node_record import NodeRecord, generated_node_id
 from finrtc.cluster.settings import ClusterConfig
 from finrtc.errors import DirectoryUnavailableError
 from tests.cluster.conftest import RedisServer

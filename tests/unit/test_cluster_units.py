@@ -107,3 +107,14 @@ def test_worker_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert worker_count(2, load_config(pinned)) == 2
     # Dev mode (no config file) stays one process, as before workers existed.
     assert worker_count(None, load_config(None, data_dir=str(tmp_path / "dev"))) == 1
+
+
+def test_workers_without_redis_do_not_need_the_redis_package() -> None:
+    """`redis` is the optional `cluster` extra: a one-node, many-worker server must not import it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['redis'] = None; "
+            "import finrtc.cluster.node, finrtc.cluster.front, finrtc.server_cli; print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -12,17 +12,13 @@ race for one new room name agree on a single owner.
 
 from __future__ import annotations
 
-import json
 import logging
-import secrets
-import socket
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from finrtc.cluster.node_record import NodeRecord
 from finrtc.cluster.settings import ClusterConfig
 from finrtc.errors import DirectoryUnavailableError
 
@@ -48,35 +44,6 @@ end
 return 0
 """
 SCAN_BATCH = 200
-
-
-def generated_node_id() -> str:
-    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:40]
-    return f"{host or 'node'}-{secrets.token_hex(3)}"
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    node_id: str
-    # What clients use (shown to operators); other nodes proxy to internal_url.
-    public_url: str
-    internal_url: str
-    rooms: int
-    participants: int
-    workers: int
-    started_at: float
-    heartbeat_at: float
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str) -> NodeRecord | None:
-        try:
-            data: Any = json.loads(text)
-            return cls(**data)
-        except (ValueError, TypeError):
-            return None
 
 
 class RoomDirectory:

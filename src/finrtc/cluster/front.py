@@ -27,20 +27,23 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
 from finrtc.cluster import cluster_metrics
-from finrtc.cluster.directory import NodeRecord, RoomDirectory
 from finrtc.cluster.metrics_merge import merge
+from finrtc.cluster.node_record import NodeRecord
 from finrtc.cluster.proxy import FORWARDED_BY, UpstreamError, forward, forward_websocket, is_websocket
 from finrtc.cluster.supervisor import WORKER_BASE_URL, Supervisor, Worker
 from finrtc.config import LoadedConfig
 from finrtc.errors import DirectoryUnavailableError
 from finrtc.signaling.context import CONFIG
 from finrtc.signaling.http_errors import error_middleware, json_error
+
+if TYPE_CHECKING:
+    from finrtc.cluster.directory import RoomDirectory
 
 log = logging.getLogger(__name__)
 

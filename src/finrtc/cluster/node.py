@@ -9,8 +9,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from finrtc.cluster.directory import RoomDirectory, generated_node_id
 from finrtc.cluster.front import Front, build_front_app
+from finrtc.cluster.node_record import generated_node_id
 from finrtc.cluster.supervisor import Supervisor, WorkerStartError
 from finrtc.config import LoadedConfig
 from finrtc.errors import DirectoryUnavailableError
@@ -25,8 +25,15 @@ async def serve_node(loaded: LoadedConfig, workers: int, worker_argv: Sequence[s
     settings = loaded.config.cluster
     node_id = settings.node_id or generated_node_id()
     set_process_fields(node=node_id, worker="front")
-    directory = RoomDirectory(settings, node_id) if settings.redis_url else None
-    if directory is not None:
+    directory = None
+    if settings.redis_url:
+        try:
+            from finrtc.cluster.directory import RoomDirectory
+        except ImportError:
+            print("finrtc: error: cluster.redis_url needs the `redis` package: "
+                  "pip install 'finrtc[cluster]'", file=sys.stderr)
+            return 2
+        directory = RoomDirectory(settings, node_id)
         try:
             await directory.check()
         except DirectoryUnavailableError as error:
