@@ -169,9 +169,11 @@ def ratios(points: list[dict[str, Any]], table: dict[str, Any], micro: dict[str,
         return None if found is None else found["median"]
 
     fanout = table.get("fanout", {})
+    # The fan-out ratios compare B0, F1 and F2 (multi-worker variants run the calls sweep only).
+    fanout_variants = ("B0", "F1", "F2")
     common = (
-        set.intersection(*(set(fanout.get(v, {})) for v in VARIANT_ORDER))
-        if all(v in fanout for v in VARIANT_ORDER)
+        set.intersection(*(set(fanout.get(v, {})) for v in fanout_variants))
+        if all(v in fanout for v in fanout_variants)
         else set()
     )
     cpu_at = max((int(c) for c in common), default=None)
