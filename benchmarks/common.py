@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -62,17 +63,21 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+def _own_and_reaped_ticks(fields: list[str]) -> int:
+    # Fields (1-based in proc(5)): 14 utime, 15 stime, 16 cutime, 17 cstime; we dropped 2.
+    return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+
+
 def cpu_seconds(root: int) -> float:
-    """CPU time (user + system) of `root`, its live descendants and its reaped children."""
+    """CPU time (user + system) of `root`, its live descendants at any depth (a multi-worker
+    server's media workers and their recognizer processes) and every child they reaped: a
+    reaped process's time sits in its parent's cutime/cstime, and it is no longer in the tree,
+    so nothing is counted twice."""
     total = 0
     for pid in descendants(root):
         fields = _stat_fields(pid)
-        if fields is None:
-            continue
-        # Fields (1-based in proc(5)): 14 utime, 15 stime, 16 cutime, 17 cstime; we dropped 2.
-        total += int(fields[11]) + int(fields[12])
-        if pid == root:
-            total += int(fields[13]) + int(fields[14])
+        if fields is not None:
+            total += _own_and_reaped_ticks(fields)
     return total / CLOCK_TICKS
 
 
@@ -107,6 +112,94 @@ def rss_bytes(root: int) -> int:
         if fields is not None:
             total += int(fields[21]) * PAGE_SIZE
     return total
+
+
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size of one process (shared pages split between their users), from
+    /proc/PID/smaps_rollup; None when the kernel or permissions do not give it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def process_role(pid: int, root: int) -> str:
+    """What a process of a server's tree is: "front" (the root of a multi-worker server, or the
+    whole single-process server), "worker<N>" (`finrtc worker --worker-id N`), "recognizer"
+    (a speech-recognition process: its main thread is named finrtc-asr), "mp-tracker"
+    (multiprocessing's resource tracker), else its command name."""
+    argv = _cmdline(pid)
+    if "worker" in argv and "--worker-id" in argv:
+        index = argv.index("--worker-id")
+        if index + 1 < len(argv):
+            return f"worker{argv[index + 1]}"
+    if pid == root:
+        return "front"
+    if any("resource_tracker" in part for part in argv):
+        return "mp-tracker"
+    comm = _comm(pid)
+    if comm.startswith("finrtc-asr"):
+        return "recognizer"
+    return comm or "?"
+
+
+def process_tree(root: int, with_pss: bool = False) -> list[dict[str, Any]]:
+    """One entry per live process of `root`'s tree: pid, parent, role, owning media worker
+    (`owner`: "front", "worker0", …, the nearest worker-or-root ancestor; a single-process
+    server's root is "server"), CPU seconds
+    (own + reaped children), RSS bytes and, when asked (it walks page tables), PSS bytes."""
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for pid in descendants(root):
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        stats[pid] = fields
+        parents[pid] = int(fields[1])
+    roles = {pid: process_role(pid, root) for pid in stats}
+    if root in roles and not any(role.startswith("worker") for role in roles.values()):
+        roles[root] = "server"  # a single-process server: no front listener
+
+    def owner_of(pid: int) -> str:
+        # The nearest ancestor (or self) that is the root or a media worker.
+        while pid in roles and pid != root and not roles[pid].startswith("worker"):
+            pid = parents[pid]
+        return roles.get(pid, roles.get(root, "front"))
+
+    entries = []
+    for pid, fields in stats.items():
+        entry: dict[str, Any] = {
+            "pid": pid,
+            "ppid": parents[pid],
+            "role": roles[pid],
+            "owner": owner_of(pid),
+            "cpu_s": _own_and_reaped_ticks(fields) / CLOCK_TICKS,
+            "rss_bytes": int(fields[21]) * PAGE_SIZE,
+        }
+        if with_pss:
+            entry["pss_bytes"] = pss_bytes(pid)
+        entries.append(entry)
+    return entries
 
 
 def system_busy_seconds() -> float:

@@ -46,9 +46,14 @@ from benchmarks.common import (
     parse_metrics,
     percentile,
     pin_ice_to_loopback,
+    process_tree,
     rss_bytes,
     system_busy_seconds,
 )
+
+# The label a multi-worker server's merged /metrics puts on each worker's series
+# (finrtc.cluster.metrics_merge.WORKER_LABEL; not imported so B0 runs without finrtc's cluster).
+WORKER_LABEL = "media_worker"
 
 CONNECT_TIMEOUT_S = 30.0
 SETUP_CONCURRENCY = 4
@@ -402,8 +407,56 @@ async def scrape(session: aiohttp.ClientSession | None, base_url: str | None) ->
         return None
 
 
+def _quantiles_ms(buckets: dict[float, float]) -> dict[str, float | None]:
+    p50 = histogram_quantile(buckets, 0.50)
+    p99 = histogram_quantile(buckets, 0.99)
+    return {"p50_ms": None if p50 is None else p50 * 1000, "p99_ms": None if p99 is None else p99 * 1000}
+
+
+def _window_buckets(
+    samples_before: list[Any], samples_after: list[Any], name: str, group: Callable[[dict[str, str]], str]
+) -> dict[str, dict[float, float]]:
+    """Bucket counts of histogram `name` over the window, summed over the series `group` maps
+    to one key. A multi-worker server's /metrics repeats every series once per media worker
+    (label media_worker): grouping without that label sums the workers, which is right for
+    "how long does a hook take" (every observation counts once)."""
+    start = histograms(samples_before, name)
+    merged: dict[str, dict[float, float]] = {}
+    for key, buckets in histograms(samples_after, name).items():
+        target = merged.setdefault(group(dict(key[1])), {})
+        for le, count in bucket_delta(buckets, start.get(key)).items():
+            target[le] = target.get(le, 0.0) + count
+    return merged
+
+
+def per_worker_split(samples: list[Any]) -> dict[str, dict[str, float]]:
+    """Rooms and participants per media worker, from a merged exposition (`finrtc_rooms` /
+    `finrtc_participants` carry media_worker="0", "1", …; the front's `finrtc_worker_*` gauges
+    are the same figures as its router saw them). Empty for a single-process server."""
+    split: dict[str, dict[str, float]] = {}
+    for sample in samples:
+        worker = sample.labels.get(WORKER_LABEL)
+        if worker is None or worker == "front":
+            continue
+        entry = split.setdefault(worker, {})
+        if sample.name == "finrtc_rooms":
+            entry["rooms"] = entry.get("rooms", 0.0) + sample.value
+        elif sample.name == "finrtc_participants":
+            entry["participants"] = entry.get("participants", 0.0) + sample.value
+        elif sample.name == "finrtc_worker_rooms":
+            entry["router_rooms"] = sample.value
+        elif sample.name == "finrtc_worker_participants":
+            entry["router_participants"] = sample.value
+    return {worker: entry for worker, entry in sorted(split.items()) if entry}
+
+
 def metric_summary(before: str | None, after: str | None) -> dict[str, Any]:
-    """Per-hook / encode p99 and event-loop lag over the window, from the server's histograms."""
+    """Per-hook / encode p99 and event-loop lag over the window, from the server's histograms.
+
+    Works on one process' exposition and on a front listener's merged one (every worker's
+    series labelled media_worker): hook and encode histograms are summed over the workers,
+    event-loop lag is reported per worker and as the worst worker's p99 (each worker has its
+    own loop; summing would hide the one that is late)."""
     if after is None:
         return {}
     samples_after = parse_metrics(after)
@@ -413,22 +466,14 @@ def metric_summary(before: str | None, after: str | None) -> dict[str, Any]:
         ("finrtc_hook_seconds", "hooks", "hook"),
         ("finrtc_encode_seconds", "encode", "kind"),
     ):
-        start = histograms(samples_before, name)
-        for key, buckets in histograms(samples_after, name).items():
-            delta = bucket_delta(buckets, start.get(key))
-            labels = dict(key[1])
-            count = max(delta.values()) if delta else 0.0
-            p99 = histogram_quantile(delta, 0.99)
-            p50 = histogram_quantile(delta, 0.50)
-            entry = {
-                "count": int(count),
-                "p50_ms": None if p50 is None else p50 * 1000,
-                "p99_ms": None if p99 is None else p99 * 1000,
-            }
+
+        def tag_of(labels: dict[str, str], label: str = label) -> str:
             tag = labels.get(label, "?")
-            if "stage" in labels:
-                tag = f"{tag}/{labels['stage']}"
-            summary[target][tag] = entry
+            return f"{tag}/{labels['stage']}" if "stage" in labels else tag
+
+        for tag, delta in _window_buckets(samples_before, samples_after, name, tag_of).items():
+            count = max(delta.values()) if delta else 0.0
+            summary[target][tag] = {"count": int(count), **_quantiles_ms(delta)}
     # Whether speech recognition kept up (F2): audio it had to drop is audio compliance cannot
     # vouch for, so such a point does not meet the SLO however fast the media was.
     dropped = counter_total(samples_after, "finrtc_compliance_audio_dropped_seconds_total")
@@ -442,24 +487,68 @@ def metric_summary(before: str | None, after: str | None) -> dict[str, Any]:
                 key = "utterances_decoded" if decoded == "true" else "utterances_spotted_only"
                 compliance[key] = now - (then or 0.0)
         summary["compliance"] = compliance
-    lag_start = histograms(samples_before, "finrtc_event_loop_lag_seconds")
-    lag_after = histograms(samples_after, "finrtc_event_loop_lag_seconds")
-    if lag_after:
+    split = per_worker_split(samples_after)
+    if split:
+        summary["per_worker"] = split
+    lag = _window_buckets(
+        samples_before,
+        samples_after,
+        "finrtc_event_loop_lag_seconds",
+        lambda labels: labels.get(WORKER_LABEL, ""),
+    )
+    if lag:
+        workers = {worker: _quantiles_ms(buckets) for worker, buckets in lag.items() if worker}
         merged: dict[float, float] = {}
-        for key, buckets in lag_after.items():
-            for le, count in bucket_delta(buckets, lag_start.get(key)).items():
+        for buckets in lag.values():
+            for le, count in buckets.items():
                 merged[le] = merged.get(le, 0.0) + count
-        p99 = histogram_quantile(merged, 0.99)
-        p50 = histogram_quantile(merged, 0.50)
-        summary["event_loop_lag"] = {
-            "p50_ms": None if p50 is None else p50 * 1000,
-            "p99_ms": None if p99 is None else p99 * 1000,
-        }
+        entry: dict[str, Any] = _quantiles_ms(merged)
+        if workers:
+            # The worst worker: a call on a late loop is late, whatever the other loops do.
+            entry["all_workers_p99_ms"] = entry["p99_ms"]
+            worst = [q["p99_ms"] for q in workers.values() if q["p99_ms"] is not None]
+            entry["p99_ms"] = max(worst) if worst else None
+            medians = [q["p50_ms"] for q in workers.values() if q["p50_ms"] is not None]
+            entry["p50_ms"] = max(medians) if medians else None
+            entry["per_worker"] = workers
+        summary["event_loop_lag"] = entry
     else:
         gauges = [s.value for s in samples_after if s.name == "finrtc_event_loop_lag_seconds"]
         if gauges:
             summary["event_loop_lag"] = {"last_ms": max(gauges) * 1000}
     return summary
+
+
+def by_process(start: list[dict[str, Any]], end: list[dict[str, Any]], window: float) -> dict[str, Any]:
+    """The server tree's CPU (cores over the window), RSS and PSS (MB, at the end) by what owns
+    it: "front", "worker0", "worker1", … (each worker with its recognizer processes), and by role
+    within it ("worker0/recognizer"). A process that started inside the window counts from 0.
+    `pss_mb` is None when any process of the group had no readable PSS."""
+    before = {p["pid"]: p["cpu_s"] for p in start}
+    cpu: dict[str, float] = {}
+    rss: dict[str, float] = {}
+    pss: dict[str, float | None] = {}
+    processes: dict[str, int] = {}
+    for process in end:
+        keys = [process["owner"]]
+        if process["role"] != process["owner"]:
+            keys.append(f"{process['owner']}/{process['role']}")
+        own_pss = process.get("pss_bytes")
+        for key in keys:
+            cpu[key] = cpu.get(key, 0.0) + (process["cpu_s"] - before.get(process["pid"], 0.0)) / window
+            rss[key] = rss.get(key, 0.0) + process["rss_bytes"] / 2**20
+            known = pss.get(key, 0.0)
+            pss[key] = None if known is None or own_pss is None else known + own_pss / 2**20
+            processes[key] = processes.get(key, 0) + 1
+    return {
+        key: {
+            "cpu_cores": round(cpu[key], 4),
+            "rss_mb": round(rss[key], 1),
+            "pss_mb": None if pss[key] is None else round(pss[key] or 0.0, 1),
+            "processes": processes[key],
+        }
+        for key in sorted(cpu)
+    }
 
 
 async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
@@ -505,6 +594,7 @@ async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
         window_start = time.perf_counter()
         server_cpu_start = cpu_seconds(args.server_pid) if args.server_pid else None
         threads_start = cpu_seconds_by_thread(args.server_pid) if args.server_pid else {}
+        tree_start = process_tree(args.server_pid) if args.server_pid else []
         own_cpu_start = cpu_seconds(own_pid)
         busy_start = system_busy_seconds()
         metrics_start = await scrape(session, args.base_url)
@@ -523,6 +613,8 @@ async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
         window_end = time.perf_counter()
         server_cpu_end = cpu_seconds(args.server_pid) if args.server_pid else None
         threads_end = cpu_seconds_by_thread(args.server_pid) if args.server_pid else {}
+        # PSS walks every page table: read once, after the window, so it costs the window nothing.
+        tree_end = process_tree(args.server_pid, with_pss=True) if args.server_pid else []
         own_cpu_end = cpu_seconds(own_pid)
         busy_end = system_busy_seconds()
         metrics_end = await scrape(session, args.base_url)
@@ -593,7 +685,13 @@ async def run_scenario(args: argparse.Namespace) -> dict[str, Any]:
                     if threads_end[name] - threads_start.get(name, 0.0) > 0
                 },
             }
+        if tree_end:
+            result["server"]["by_process"] = by_process(tree_start, tree_end, window)
+            pss = [p["pss_bytes"] for p in tree_end if p.get("pss_bytes") is not None]
+            result["server"]["pss_mb_end"] = sum(pss) / 2**20 if len(pss) == len(tree_end) else None
         result["metrics"] = metric_summary(metrics_start, metrics_end)
+        if "per_worker" in result["metrics"]:
+            result["per_worker"] = result["metrics"]["per_worker"]
     finally:
         if signaling is not None:
             await asyncio.gather(

@@ -11,8 +11,10 @@ from typing import Any
 
 from benchmarks.common import percentile
 
-VARIANT_ORDER = ("B0", "F1", "F2")
-COLORS = {"B0": "#d62728", "F1": "#1f77b4", "F2": "#2ca02c"}
+VARIANT_ORDER = ("B0", "F1", "F2", "F1W2", "F2W2")
+COLORS = {"B0": "#d62728", "F1": "#1f77b4", "F2": "#2ca02c", "F1W2": "#17becf", "F2W2": "#9467bd"}
+# (single-worker variant, two-worker variant): the `--workers 1` vs `--workers 2` comparison.
+WORKER_PAIRS = (("F2", "F2W2"), ("F1", "F1W2"))
 # The per-point figures aggregated over repetitions: name → how to read it from a point.
 FIELDS: dict[str, Callable[[dict[str, Any]], float | None]] = {
     "cpu_cores": lambda p: p.get("server", {}).get("cpu_cores"),
@@ -78,6 +80,29 @@ def aggregate(points: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any
             for name, cores in ((point.get("server") or {}).get("cpu_cores_by_thread") or {}).items():
                 threads.setdefault(name, []).append(cores)
         entry["cpu_cores_by_thread"] = {name: percentile(v, 0.5) for name, v in threads.items()}
+        # Multi-worker servers: where the tree's CPU and memory sit (front, worker0, worker1, and
+        # each worker's recognizer), and how many rooms / participants each worker held.
+        processes: dict[str, dict[str, list[float]]] = {}
+        for point in group:
+            for name, stats in ((point.get("server") or {}).get("by_process") or {}).items():
+                for key in ("cpu_cores", "rss_mb", "pss_mb"):
+                    if stats.get(key) is not None:
+                        processes.setdefault(name, {}).setdefault(key, []).append(stats[key])
+        entry["by_process"] = {
+            name: {key: percentile(values, 0.5) for key, values in stats.items()}
+            for name, stats in processes.items()
+        }
+        split: dict[str, dict[str, list[float]]] = {}
+        for point in group:
+            for worker, stats in (point.get("per_worker") or {}).items():
+                for key in ("rooms", "participants"):
+                    if stats.get(key) is not None:
+                        split.setdefault(worker, {}).setdefault(key, []).append(stats[key])
+        entry["per_worker"] = {
+            worker: {key: percentile(values, 0.5) for key, values in stats.items()}
+            for worker, stats in sorted(split.items())
+        }
+        entry["pss_mb"] = spread((p.get("server") or {}).get("pss_mb_end") for p in group)
         result.setdefault(scenario, {}).setdefault(variant, {})[str(count)] = entry
     return result
 
@@ -144,9 +169,11 @@ def ratios(points: list[dict[str, Any]], table: dict[str, Any], micro: dict[str,
         return None if found is None else found["median"]
 
     fanout = table.get("fanout", {})
+    # The fan-out ratios compare B0, F1 and F2 (multi-worker variants run the calls sweep only).
+    fanout_variants = ("B0", "F1", "F2")
     common = (
-        set.intersection(*(set(fanout.get(v, {})) for v in VARIANT_ORDER))
-        if all(v in fanout for v in VARIANT_ORDER)
+        set.intersection(*(set(fanout.get(v, {})) for v in fanout_variants))
+        if all(v in fanout for v in fanout_variants)
         else set()
     )
     cpu_at = max((int(c) for c in common), default=None)
@@ -157,6 +184,7 @@ def ratios(points: list[dict[str, Any]], table: dict[str, Any], micro: dict[str,
         return median_of(fanout[variant][str(cpu_at)], "cpu_s_per_stream_s")
 
     at8 = fanout.get("F2", {}).get("8")
+    calls_at_slo = {v: cap(v, calls) for v in VARIANT_ORDER}
     return {
         "R_cap_F2_B0": _ratio(cap("F2", caps), cap("B0", caps)),
         "R_cap_F1_B0": _ratio(cap("F1", caps), cap("B0", caps)),
@@ -167,10 +195,14 @@ def ratios(points: list[dict[str, Any]], table: dict[str, Any], micro: dict[str,
         "calls_at_slo_F2": cap("F2", calls),
         "calls_at_slo_F1": cap("F1", calls),
         "calls_at_slo_B0": cap("B0", calls),
+        "calls_at_slo_F2W2": cap("F2W2", calls),
+        "calls_at_slo_F1W2": cap("F1W2", calls),
+        "workers": workers_comparison(points, table, calls_at_slo),
         "rss_mb_per_subscriber_F2": rss_slope(fanout.get("F2", {})),
         "rss_mb_per_subscriber_F1": rss_slope(fanout.get("F1", {})),
         "rss_mb_per_subscriber_B0": rss_slope(fanout.get("B0", {})),
         "subscribers_at_slo": {v: cap(v, caps) for v in VARIANT_ORDER},
+        "calls_at_slo": calls_at_slo,
         # The same figures at the `sustained` bar (every frame delivered, no queueing collapse).
         "R_cap_sustained_F2_B0": _ratio(cap("F2", caps_sustained), cap("B0", caps_sustained)),
         "R_cap_sustained_F1_B0": _ratio(cap("F1", caps_sustained), cap("B0", caps_sustained)),
@@ -184,6 +216,72 @@ def ratios(points: list[dict[str, Any]], table: dict[str, Any], micro: dict[str,
             "calls_sustained": calls_sustained,
         },
     }
+
+
+def cores_per_call(table: dict[str, Any], variant: str, calls: float | None) -> float | None:
+    """Median server cores per call of `variant` at `calls` concurrent calls."""
+    if not calls:
+        return None
+    entry = table.get("calls", {}).get(variant, {}).get(str(int(calls)))
+    cores = None if entry is None else median_of(entry, "cpu_cores")
+    return None if cores is None else cores / calls
+
+
+def workers_comparison(
+    points: list[dict[str, Any]], table: dict[str, Any], calls_at_slo: dict[str, float | None]
+) -> dict[str, Any]:
+    """`--workers 1` vs `--workers 2` in the calls sweep: capacity and CPU per call, as ratios
+    W2/W1 (and against B0 when it ran). `cores_per_call_at_slo`: at each variant's own calls-at-
+    SLO point; `cores_per_call_common`: at the largest call count both variants measured (same
+    load, so the ratio is the multi-worker overhead or saving)."""
+    calls_table = table.get("calls", {})
+    result: dict[str, Any] = {}
+    b0_common_counts = set(calls_table.get("B0", {}))
+    for single, multi in WORKER_PAIRS:
+        if single not in calls_table or multi not in calls_table:
+            continue
+        sustained_single = capacity(points, "calls", single, "sustained")
+        sustained_multi = capacity(points, "calls", multi, "sustained")
+        common = set(calls_table[single]) & set(calls_table[multi])
+        common_at = max((int(c) for c in common), default=None)
+        at_slo = {v: cores_per_call(table, v, calls_at_slo.get(v)) for v in (single, multi)}
+        at_common = {v: cores_per_call(table, v, common_at) for v in (single, multi)}
+        entry: dict[str, Any] = {
+            "calls_at_slo": {single: calls_at_slo.get(single), multi: calls_at_slo.get(multi)},
+            "R_calls_at_slo": _ratio(calls_at_slo.get(multi), calls_at_slo.get(single)),
+            "calls_sustained": {
+                single: None if sustained_single is None else sustained_single["median"],
+                multi: None if sustained_multi is None else sustained_multi["median"],
+            },
+            "cores_per_call_at_slo": at_slo,
+            "R_cores_per_call_at_slo": _ratio(at_slo[multi], at_slo[single]),
+            "common_calls": common_at,
+            "cores_per_call_common": at_common,
+            "R_cores_per_call_common": _ratio(at_common[multi], at_common[single]),
+            "per_worker_rooms": {
+                count: {w: stats.get("rooms") for w, stats in (e.get("per_worker") or {}).items()}
+                for count, e in sorted(calls_table[multi].items(), key=lambda item: int(item[0]))
+            },
+        }
+        if "B0" in calls_table:
+            b0_at = max((int(c) for c in common & b0_common_counts), default=None)
+            b0_slo = cores_per_call(table, "B0", calls_at_slo.get("B0"))
+            entry["vs_B0"] = {
+                "calls_at_slo_B0": calls_at_slo.get("B0"),
+                f"R_calls_at_slo_{single}_B0": _ratio(calls_at_slo.get(single), calls_at_slo.get("B0")),
+                f"R_calls_at_slo_{multi}_B0": _ratio(calls_at_slo.get(multi), calls_at_slo.get("B0")),
+                "cores_per_call_at_slo_B0": b0_slo,
+                "common_calls": b0_at,
+                "cores_per_call_common_B0": cores_per_call(table, "B0", b0_at),
+                f"R_cores_per_call_common_{single}_B0": _ratio(
+                    cores_per_call(table, single, b0_at), cores_per_call(table, "B0", b0_at)
+                ),
+                f"R_cores_per_call_common_{multi}_B0": _ratio(
+                    cores_per_call(table, multi, b0_at), cores_per_call(table, "B0", b0_at)
+                ),
+            }
+        result[f"{multi}_vs_{single}"] = entry
+    return result
 
 
 def soak_summary(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -249,6 +347,14 @@ def headline(results: dict[str, Any]) -> str:
     caps = r["subscribers_at_slo"]
     sus = r["subscribers_sustained"]
     f = _fmt
+    workers = [
+        f"{name.replace('_vs_', ' vs ')}: calls at SLO {f(w['calls_at_slo'][multi], '.0f')} vs "
+        f"{f(w['calls_at_slo'][single], '.0f')} (×{f(w['R_calls_at_slo'], '.2f')}), cores/call at "
+        f"{f(w['common_calls'], '.0f')} calls {f(w['cores_per_call_common'][multi], '.3f')} vs "
+        f"{f(w['cores_per_call_common'][single], '.3f')} (×{f(w['R_cores_per_call_common'], '.2f')})"
+        for name, w in (r.get("workers") or {}).items()
+        for multi, single in [name.split("_vs_")]
+    ]
     return "\n".join(
         [
             f"R_cap F2/B0 = {f(r['R_cap_F2_B0'], '.2f')}   "
@@ -266,6 +372,7 @@ def headline(results: dict[str, Any]) -> str:
             f"F1 {f(sus['F1'], '.0f')}, F2 {f(sus['F2'], '.0f')}; "
             f"calls B0 {f(r['calls_sustained']['B0'], '.0f')}, "
             f"F1 {f(r['calls_sustained']['F1'], '.0f')}, F2 {f(r['calls_sustained']['F2'], '.0f')}",
+            *workers,
         ]
     )
 
@@ -360,8 +467,9 @@ def markdown(results: dict[str, Any]) -> str:
             "|---|---|---|---|",
             *hooks_rows,
         ]
+    lines += workers_markdown(results)
     thread_rows = []
-    for variant in ("F2", "F1"):
+    for variant in ("F2", "F2W2", "F1", "F1W2"):
         for count, e in sorted(
             results["table"].get("calls", {}).get(variant, {}).items(), key=lambda item: int(item[0])
         ):
@@ -436,6 +544,69 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def workers_markdown(results: dict[str, Any]) -> list[str]:
+    """The `--workers 1` vs `--workers 2` section: ratios, then where each W2 point's load went."""
+    comparison = results["ratios"].get("workers") or {}
+    if not comparison:
+        return []
+    f = _fmt
+    lines = [
+        "",
+        "| Workers (calls sweep, same cores) | W1 | W2 | W2 / W1 |",
+        "|---|---|---|---|",
+    ]
+    for name, w in comparison.items():
+        multi, single = name.split("_vs_")
+        lines += [
+            f"| {single} → {multi}: calls at SLO | {f(w['calls_at_slo'][single], '.0f')} "
+            f"| {f(w['calls_at_slo'][multi], '.0f')} | {f(w['R_calls_at_slo'], '.2f')} |",
+            f"| {single} → {multi}: calls sustained | {f(w['calls_sustained'][single], '.0f')} "
+            f"| {f(w['calls_sustained'][multi], '.0f')} "
+            f"| {f(_ratio(w['calls_sustained'][multi], w['calls_sustained'][single]), '.2f')} |",
+            f"| {single} → {multi}: server cores per call at its calls at SLO "
+            f"| {f(w['cores_per_call_at_slo'][single], '.3f')} "
+            f"| {f(w['cores_per_call_at_slo'][multi], '.3f')} "
+            f"| {f(w['R_cores_per_call_at_slo'], '.2f')} |",
+            f"| {single} → {multi}: server cores per call at {f(w['common_calls'], '.0f')} calls "
+            f"| {f(w['cores_per_call_common'][single], '.3f')} "
+            f"| {f(w['cores_per_call_common'][multi], '.3f')} "
+            f"| {f(w['R_cores_per_call_common'], '.2f')} |",
+        ]
+        b0 = w.get("vs_B0")
+        if b0:
+            lines.append(
+                f"| B0 baseline: calls at SLO {f(b0['calls_at_slo_B0'], '.0f')}; {single}/B0 "
+                f"{f(b0[f'R_calls_at_slo_{single}_B0'], '.2f')}, {multi}/B0 "
+                f"{f(b0[f'R_calls_at_slo_{multi}_B0'], '.2f')}; cores/call at "
+                f"{f(b0['common_calls'], '.0f')} calls B0 {f(b0['cores_per_call_common_B0'], '.3f')}, "
+                f"{single}/B0 {f(b0[f'R_cores_per_call_common_{single}_B0'], '.2f')}, {multi}/B0 "
+                f"{f(b0[f'R_cores_per_call_common_{multi}_B0'], '.2f')} | | | |"
+            )
+    rows = []
+    for variant in ("F2W2", "F1W2"):
+        for count, e in sorted(
+            results["table"].get("calls", {}).get(variant, {}).items(), key=lambda item: int(item[0])
+        ):
+            per_worker = (e.get("per_worker") or {}).items()
+            split = " / ".join(f"w{worker} {f(stats.get('rooms'), '.0f')}" for worker, stats in per_worker)
+            procs = e.get("by_process") or {}
+            cells = ", ".join(
+                f"{name} {f(stats.get('cpu_cores'), '.2f')} c / {f(stats.get('pss_mb'), '.0f')} MB"
+                for name, stats in sorted(procs.items())
+                if "/" not in name or name.endswith("/recognizer")
+            )
+            rows.append(f"| {variant} | {count} calls | {split or '—'} | {cells or '—'} |")
+    if rows:
+        lines += [
+            "",
+            "| Variant | Load | rooms per media worker (median) | CPU cores / PSS by process "
+            "(median; a worker includes its recognizer) |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    return lines
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -472,6 +643,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                     capsize=3,
                     label=variant,
                     color=COLORS[variant],
+                    linestyle="--" if variant.endswith("W2") else "-",
                 )
         if name == "latency_p95_ms" and direct is not None:
             axis.axhline(direct + 50, color="grey", linestyle="--", label="SLO (direct p95 + 50 ms)")

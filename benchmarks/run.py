@@ -1,4 +1,5 @@
-"""Benchmark entry point: B0 vs F1 vs F2 under identical load, in one run, as ratios.
+"""Benchmark entry point: B0 vs F1 vs F2 (and F1W2 / F2W2, two media workers) under identical
+load, in one run, as ratios.
 
   python -m benchmarks.run            full sweep, 3 repetitions, soak (make bench)
   python -m benchmarks.run --quick    one short repetition, under 3 minutes (make bench-quick)
@@ -30,8 +31,10 @@ from typing import Any
 from benchmarks import report
 from benchmarks.common import cpu_affinity_plan, percentile, system_busy_seconds
 from benchmarks.variants import (
+    CALLS_ONLY_VARIANTS,
     DEFAULT_F1_CONFIG,
     DEFAULT_F2_CONFIG,
+    DEFAULT_VARIANTS,
     REPO_DIR,
     VARIANTS,
     BenchError,
@@ -95,6 +98,8 @@ MODES = {
             ("fanout", "F1", 2),
             ("fanout", "F2", 2),
             ("calls", "F2", 1),
+            # Two calls, so the front listener has a room for each of its two workers.
+            ("calls", "F2W2", 2),
         ),
     ),
     "quick": Mode(
@@ -138,6 +143,7 @@ class Context:
     # which is what "N calls on this 2-core machine" means (the server's recognizer workers and
     # codec threads may use the second core). "split": the server keeps to its own core(s).
     calls_cores: str = "shared"
+    scenarios: tuple[str, ...] = ("fanout", "calls")
     log: list[str] = field(default_factory=list)
 
     def say(self, message: str) -> None:
@@ -146,10 +152,22 @@ class Context:
         self.log.append(message)
 
 
+def usable_cores() -> list[int] | None:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
 def cores_for(ctx: Context, scenario: str) -> tuple[list[int] | None, list[int] | None]:
-    """(server cores, load generator cores) for a scenario; None = every core."""
+    """(server cores, load generator cores) for a scenario; None = not pinned.
+
+    Shared calls cores: the server (its whole tree: front listener, media workers, recognizer
+    processes) and the load generator are both pinned to every core this run may use, so the
+    `--workers 1` and `--workers 2` variants get exactly the same cores."""
     if scenario == "calls" and ctx.calls_cores == "shared":
-        return None, None
+        cores = usable_cores()
+        return cores, cores
     return ctx.server_cores, ctx.loadgen_cores
 
 
@@ -268,6 +286,7 @@ def measure_point(
             f"server exited with code {server.process.returncode}: {server.log_tail(5)}"
         )
     point["variant"] = variant
+    point["media_workers"] = server.workers
     point["server_cores_allowed"] = server_cores
     point["slo"] = evaluate_slo(point, direct_p95_ms)
     return point
@@ -369,10 +388,13 @@ def sweep(ctx: Context, rep: int, direct_p95_ms: float | None) -> list[dict[str,
                 points.append(point)
         return points
     for scenario, counts in (("fanout", mode.fanout), ("calls", mode.calls)):
+        if scenario not in ctx.scenarios:
+            continue
+        variants = [v for v in ctx.variants if scenario == "calls" or v not in CALLS_ONLY_VARIANTS]
         broken: set[str] = set()
         for count in counts:
             # Interleave the variants at each load level so drifts in the machine hit them alike.
-            for variant in ctx.variants:
+            for variant in variants:
                 if variant in broken:
                     continue
                 point = measured_or_error(ctx, variant, scenario, count, direct_p95_ms)
@@ -380,7 +402,7 @@ def sweep(ctx: Context, rep: int, direct_p95_ms: float | None) -> list[dict[str,
                 points.append(point)
                 if not point["slo"]["sustained"]:
                     broken.add(variant)
-            if len(broken) == len(ctx.variants):
+            if len(broken) == len(variants):
                 break
     return points
 
@@ -455,6 +477,7 @@ def run(
     f2_config: Path,
     nice: int = 0,
     calls_cores: str = "shared",
+    scenarios: Sequence[str] = ("fanout", "calls"),
 ) -> tuple[dict[str, Any], bool]:
     started = time.time()
     server_cores, loadgen_cores = cpu_affinity_plan()
@@ -476,6 +499,7 @@ def run(
             tuple(v for v in VARIANTS if v in variants),
             nice,
             calls_cores,
+            tuple(scenarios),
         )
         for note in notes:
             ctx.say(note)
@@ -565,6 +589,8 @@ def run(
             "server_cores": server_cores,
             "loadgen_cores": loadgen_cores,
             "calls_cores": calls_cores,
+            "calls_server_cores": cores_for(ctx, "calls")[0],
+            "scenarios": list(ctx.scenarios),
             "f2_config": str(f2_config),
             "variants": list(ctx.variants),
             "nice": nice,
@@ -601,6 +627,15 @@ def smoke_problems(results: dict[str, Any]) -> list[str]:
             problems.append(f"{tag}: no frame counter could be read, so no latency")
         if "server" not in point:
             problems.append(f"{tag}: no server CPU/RSS figures")
+        workers = point.get("media_workers", 1)
+        if workers > 1:
+            split = point.get("per_worker") or {}
+            idle = [w for w in map(str, range(workers)) if not (split.get(w) or {}).get("rooms")]
+            if idle:
+                problems.append(
+                    f"{tag}: media worker(s) {', '.join(idle)} served no room "
+                    f"(per-worker split {split or 'missing'})"
+                )
     expected = {(s, v) for s, v, _ in MODES["smoke"].smoke_plan or ()}
     seen = {(p["scenario"], p["variant"]) for p in results["points"]}
     for scenario, variant in sorted(expected - seen):
@@ -623,7 +658,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="one short repetition (< 3 minutes)")
     group.add_argument("--smoke", action="store_true", help="seconds; harness check for CI")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of B0,F1,F2")
+    parser.add_argument(
+        "--variants",
+        default=",".join(DEFAULT_VARIANTS),
+        help=f"comma-separated subset of {','.join(VARIANTS)} (default {','.join(DEFAULT_VARIANTS)}); "
+        "F1W2/F2W2 (two media workers) run in the calls sweep only",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default="fanout,calls",
+        help="comma-separated subset of fanout,calls (e.g. calls: the workers comparison alone)",
+    )
     parser.add_argument("--f2-config", type=Path, default=DEFAULT_F2_CONFIG)
     parser.add_argument(
         "--out-dir",
@@ -673,6 +718,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if not scenarios or set(scenarios) - {"fanout", "calls"}:
+        parser.error(f"--scenarios takes fanout and/or calls, got {args.scenarios!r}")
     if args.out_dir is not None:
         out_dir = args.out_dir
     elif mode.name == "smoke":
@@ -680,7 +728,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         out_dir = RESULTS_DIR
     try:
-        results, harness_ok = run(mode, out_dir, variants, args.f2_config, args.nice, args.calls_cores)
+        results, harness_ok = run(
+            mode, out_dir, variants, args.f2_config, args.nice, args.calls_cores, scenarios
+        )
     except BenchError as error:
         print(f"benchmark harness failed: {error}", file=sys.stderr)
         return 1

@@ -1,4 +1,7 @@
-"""The servers under test: B0 (plain aiortc), F1 (finrtc, no hooks), F2 (finrtc, full chain).
+"""The servers under test: B0 (plain aiortc), F1 (finrtc, no hooks), F2 (finrtc, full chain),
+and F1W2 / F2W2: the same configs as `finrtc serve --workers 2` (a front listener and two media
+worker processes, each with its own GIL). F1 and F2 always run `--workers 1`, so the default
+worker count (one per core) never changes their numbers.
 
 Each measurement point starts a fresh server process pinned to its core(s), waits for /readyz,
 and stops it afterwards, so RSS and CPU belong to that point alone.
@@ -7,6 +10,7 @@ and stops it afterwards, so RSS and CPU belong to that point alone.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -33,7 +37,24 @@ DEFAULT_F1_CONFIG = BENCH_DIR / "configs" / "f1_no_hooks.yaml"
 DEFAULT_F2_CONFIG = BENCH_DIR / "configs" / "f2_full_chain.yaml"
 READY_TIMEOUT_S = 40.0
 STOP_TIMEOUT_S = 20.0
-VARIANTS = ("B0", "F1", "F2")
+VARIANTS = ("B0", "F1", "F2", "F1W2", "F2W2")
+# What a run measures when --variants is not given.
+DEFAULT_VARIANTS = ("B0", "F1", "F2", "F2W2")
+# finrtc variants: variant -> (config it uses, --workers).
+FINRTC_VARIANTS = {"F1": ("F1", 1), "F2": ("F2", 1), "F1W2": ("F1", 2), "F2W2": ("F2", 2)}
+# Several media workers only pay off with several rooms: the fan-out sweep (one room, one core)
+# would measure one worker and an idle one, so these variants run in the calls sweep only.
+CALLS_ONLY_VARIANTS = frozenset({"F1W2", "F2W2"})
+
+
+def media_workers(variant: str) -> int:
+    """Media worker processes of a variant (B0 and single-process finrtc: 1)."""
+    return FINRTC_VARIANTS.get(variant, (variant, 1))[1]
+
+
+def base_variant(variant: str) -> str:
+    """The single-worker variant a multi-worker one is compared with (F2W2 -> F2)."""
+    return FINRTC_VARIANTS.get(variant, (variant, 1))[0]
 
 
 class BenchError(Exception):
@@ -116,6 +137,7 @@ class Server:
         nice: int = 0,
     ) -> None:
         self.variant = variant
+        self.workers = media_workers(variant)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.secret = secret
@@ -144,11 +166,14 @@ class Server:
             )
             if generated.returncode != 0:
                 raise BenchError(f"finrtc keys generate failed: {generated.stderr.strip()}")
+            config_name, workers = FINRTC_VARIANTS[variant]
             command = [
                 *finrtc_executable(),
                 "serve",
+                "--workers",
+                str(workers),
                 "--config",
-                str(configs[variant].path),
+                str(configs[config_name].path),
                 "--data-dir",
                 str(data_dir),
                 "--host",
@@ -187,7 +212,7 @@ class Server:
                 )
             try:
                 with urllib.request.urlopen(self.base_url + "/readyz", timeout=1.0) as response:
-                    if response.status == 200:
+                    if response.status == 200 and self._all_workers_ready(response.read()):
                         return
             except (urllib.error.URLError, OSError):
                 pass
@@ -197,6 +222,17 @@ class Server:
             f"{self.variant} server did not answer 200 on /readyz within {READY_TIMEOUT_S:.0f} s; "
             f"log ({self.log_path}):\n{self.log_tail()}"
         )
+
+    def _all_workers_ready(self, body: bytes) -> bool:
+        """A front listener answers ready once one worker is: a point that started then would
+        put every call on that worker. Wait for all of them."""
+        if self.workers == 1:
+            return True
+        try:
+            workers = json.loads(body).get("workers") or {}
+        except ValueError:
+            return False
+        return len(workers) == self.workers and all(state == "ready" for state in workers.values())
 
     def stop(self) -> None:
         if self.process.poll() is None:

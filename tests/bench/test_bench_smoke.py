@@ -294,3 +294,148 @@ def test_a_server_that_cannot_start_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="exited with code"):
         server.wait_ready()
     server.stop()
+
+
+def _registry_text(rooms: int, hook_observations: int, lag_s: float) -> str:
+    registry = CollectorRegistry()
+    from prometheus_client import Gauge
+
+    Gauge("finrtc_rooms", "x", registry=registry).set(rooms)
+    hook = Histogram("finrtc_hook_seconds", "x", ["hook", "stage"], registry=registry, buckets=(0.001, 0.01))
+    for _ in range(hook_observations):
+        hook.labels(hook="w", stage="mutate").observe(0.0005)
+    lag = Histogram("finrtc_event_loop_lag_seconds", "x", registry=registry, buckets=(0.001, 0.01, 0.1))
+    for _ in range(100):
+        lag.observe(lag_s)
+    return generate_latest(registry).decode()
+
+
+def test_merged_worker_metrics_are_summed_and_the_worst_loop_reported() -> None:
+    from finrtc.cluster.metrics_merge import merge
+
+    front = CollectorRegistry()
+    merged = merge({"0": _registry_text(1, 30, 0.0005), "1": _registry_text(2, 50, 0.05)}, front).decode()
+    summary = loadgen.metric_summary(None, merged)
+    # Every worker's observations count once: not overwritten by the last worker's series.
+    assert summary["hooks"]["w/mutate"]["count"] == 80
+    lag = summary["event_loop_lag"]
+    assert set(lag["per_worker"]) == {"0", "1"}
+    assert lag["p99_ms"] == lag["per_worker"]["1"]["p99_ms"] > 10
+    assert lag["per_worker"]["0"]["p99_ms"] < 1
+    assert summary["per_worker"] == {"0": {"rooms": 1.0}, "1": {"rooms": 2.0}}
+    # A single process' exposition: no worker split, lag as before.
+    single = loadgen.metric_summary(None, _registry_text(1, 3, 0.0005))
+    assert "per_worker" not in single and "per_worker" not in single["event_loop_lag"]
+    assert single["hooks"]["w/mutate"]["count"] == 3
+
+
+def test_smoke_fails_when_a_media_worker_served_nothing() -> None:
+    point = _point("F2W2", 2, 60.0, scenario="calls", subscriber_streams=4, connected=4, media_workers=2)
+    point["per_worker"] = {"0": {"rooms": 2.0}, "1": {"rooms": 0.0}}
+    results = {
+        "points": [point],
+        "settings": {"variants": ["F2W2"]},
+        "direct": [{"latency_ms": {"n": 5}}],
+        "micro": {"hook_share_of_encode": 0.05},
+    }
+    assert any("worker(s) 1 served no room" in problem for problem in smoke_problems(results))
+    point["per_worker"]["1"]["rooms"] = 1.0
+    assert smoke_problems(results) == []
+
+
+def test_process_tree_covers_grandchildren_and_their_cpu() -> None:
+    script = (
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time\\nt=time.process_time()+0.3\\n"
+        "while time.process_time() < t: pass\\ntime.sleep(5)'])\n"
+        "time.sleep(5)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 10
+        while len(common.descendants(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.8)
+        tree = common.process_tree(child.pid, with_pss=True)
+        assert len(tree) == 2
+        assert {entry["owner"] for entry in tree} == {"server"}
+        assert common.cpu_seconds(child.pid) >= 0.25
+        assert all(entry["rss_bytes"] > 0 for entry in tree)
+        assert all(entry["pss_bytes"] is None or entry["pss_bytes"] > 0 for entry in tree)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_workers_comparison_ratios() -> None:
+    points = []
+    for variant, cores_per_call, last_good in (("B0", 0.5, 1), ("F2", 0.4, 2), ("F2W2", 0.45, 4)):
+        for count in range(1, last_good + 2):
+            p95 = 60.0 if count <= last_good else 400.0
+            points.append(
+                _point(
+                    variant, count, p95, scenario="calls", subscriber_streams=2 * count,
+                    connected=2 * count, media_workers=2 if variant == "F2W2" else 1,
+                    server={"cpu_cores": cores_per_call * count, "rss_mb_end": 100.0},
+                    per_worker={"0": {"rooms": count - count // 2}, "1": {"rooms": count // 2}}
+                    if variant == "F2W2" else None,
+                )
+            )
+    table = report.aggregate(points)
+    ratios = report.ratios(points, table, {})
+    w = ratios["workers"]["F2W2_vs_F2"]
+    assert w["calls_at_slo"] == {"F2": 2, "F2W2": 4}
+    assert w["R_calls_at_slo"] == 2.0
+    assert w["common_calls"] == 3
+    assert w["R_cores_per_call_common"] == pytest.approx(0.45 / 0.4)
+    assert w["cores_per_call_at_slo"]["F2W2"] == pytest.approx(0.45)
+    assert w["per_worker_rooms"]["4"] == {"0": 2, "1": 2}
+    assert w["vs_B0"]["R_calls_at_slo_F2W2_B0"] == 4.0
+    assert "F1W2_vs_F1" not in ratios["workers"]
+
+
+def test_finrtc_variants_name_their_worker_count(tmp_path: Path) -> None:
+    from benchmarks.variants import PreparedConfig
+
+    config = tmp_path / "f1.yaml"
+    config.write_text((REPO / "benchmarks" / "configs" / "f1_no_hooks.yaml").read_text())
+    prepared = {"F1": PreparedConfig(config, [], []), "F2": PreparedConfig(config, [], [])}
+    for variant, workers in (("F1", "1"), ("F2", "1"), ("F1W2", "2")):
+        server = Server(variant, tmp_path, "s" * 40, None, prepared)
+        try:
+            argv = server.process.args
+            assert isinstance(argv, list)
+            assert argv[argv.index("--workers") + 1] == workers
+            assert server.workers == int(workers)
+        finally:
+            server.stop()
+
+
+def test_two_media_workers_each_get_calls(tmp_path: Path) -> None:
+    from benchmarks.variants import PreparedConfig
+
+    config = REPO / "benchmarks" / "configs" / "f1_no_hooks.yaml"
+    server = Server("F1W2", tmp_path, "s" * 40, None, {"F1": PreparedConfig(config, [], [])})
+    try:
+        server.wait_ready()
+        out = tmp_path / "point.json"
+        subprocess.run(
+            [
+                sys.executable, "-m", "benchmarks.loadgen", "--scenario", "calls", "--count", "2",
+                "--base-url", server.base_url, "--secret", "s" * 40, "--server-pid", str(server.pid),
+                "--warmup", "0.3", "--measure", "1.0", "--out", str(out),
+            ],
+            cwd=REPO,
+            check=True,
+            timeout=90,
+            capture_output=True,
+        )
+    finally:
+        server.stop()
+    point = json.loads(out.read_text())
+    assert point["errors"] == [] and point["connected"] == 4
+    assert {w: s["rooms"] for w, s in point["per_worker"].items()} == {"0": 1.0, "1": 1.0}
+    processes = point["server"]["by_process"]
+    assert {"front", "worker0", "worker1"} <= set(processes)
+    assert processes["worker0"]["cpu_cores"] > 0 and processes["worker1"]["cpu_cores"] > 0
+    assert point["server"]["pss_mb_end"] is None or point["server"]["pss_mb_end"] > 10
