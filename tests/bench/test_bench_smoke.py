@@ -242,38 +242,27 @@ def test_microbench_times_hooks_and_codecs() -> None:
     assert result["audio"]["opus_encode"]["n"] > 0
 
 
+def run_loadgen(server: Server, scenario: str, out: Path) -> None:
+    """A short load-generator point (2 subscribers or 2 calls) against `server`."""
+    subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.loadgen", "--scenario", scenario, "--count", "2",
+            "--base-url", server.base_url, "--secret", "s" * 40, "--server-pid", str(server.pid),
+            "--warmup", "0.3", "--measure", "1.0", "--out", str(out),
+        ],
+        cwd=REPO,
+        check=True,
+        timeout=90,
+        capture_output=True,
+    )
+
+
 def test_baseline_server_and_load_generator_end_to_end(tmp_path: Path) -> None:
     server = Server("B0", tmp_path, "s" * 40, None, {})
     try:
         server.wait_ready()
         out = tmp_path / "point.json"
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.loadgen",
-                "--scenario",
-                "fanout",
-                "--count",
-                "2",
-                "--base-url",
-                server.base_url,
-                "--secret",
-                "s" * 40,
-                "--server-pid",
-                str(server.pid),
-                "--warmup",
-                "0.3",
-                "--measure",
-                "1.0",
-                "--out",
-                str(out),
-            ],
-            cwd=REPO,
-            check=True,
-            timeout=90,
-            capture_output=True,
-        )
+        run_loadgen(server, "fanout", out)
     finally:
         server.stop()
     point = json.loads(out.read_text())
@@ -419,17 +408,7 @@ def test_two_media_workers_each_get_calls(tmp_path: Path) -> None:
     try:
         server.wait_ready()
         out = tmp_path / "point.json"
-        subprocess.run(
-            [
-                sys.executable, "-m", "benchmarks.loadgen", "--scenario", "calls", "--count", "2",
-                "--base-url", server.base_url, "--secret", "s" * 40, "--server-pid", str(server.pid),
-                "--warmup", "0.3", "--measure", "1.0", "--out", str(out),
-            ],
-            cwd=REPO,
-            check=True,
-            timeout=90,
-            capture_output=True,
-        )
+        run_loadgen(server, "calls", out)
     finally:
         server.stop()
     point = json.loads(out.read_text())
