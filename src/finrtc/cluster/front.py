@@ -100,9 +100,11 @@ class Front:
         return None
 
     def _place(self, room: str) -> Worker | None:
-        worker = self.local_owner(room) or self.supervisor.least_loaded()
-        if worker is not None and self.local_owner(room) is None:
-            worker.pending[room] = time.monotonic()
+        worker = self.local_owner(room)
+        if worker is None:
+            worker = self.supervisor.least_loaded()
+            if worker is not None:
+                worker.pending[room] = time.monotonic()
         return worker
 
     def held_rooms(self) -> set[str]:
